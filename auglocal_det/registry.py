@@ -1,0 +1,33 @@
+"""One import point for the registries auglocal_det registers into.
+
+Every component is registered in MMEngine's root registries. A registry
+looks a name up in itself and then in its parents, so the classes are found
+from any scope: from ``default_scope='mmdet'`` (the detection configs) as
+well as from the ImageNet configs, and also on a machine where mmdet or
+mmcv's compiled ops are not installed. The local-learning core therefore
+depends on torch and mmengine alone.
+"""
+from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import METRICS as MMENGINE_METRICS
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
+
+MODELS = MMENGINE_MODELS
+MODEL_WRAPPERS = MMENGINE_MODEL_WRAPPERS
+OPTIM_WRAPPERS = MMENGINE_OPTIM_WRAPPERS
+HOOKS = MMENGINE_HOOKS
+DATASETS = MMENGINE_DATASETS
+DATA_SAMPLERS = MMENGINE_DATA_SAMPLERS
+TRANSFORMS = MMENGINE_TRANSFORMS
+METRICS = MMENGINE_METRICS
+VISUALIZERS = MMENGINE_VISUALIZERS
+
+__all__ = [
+    'MODELS', 'MODEL_WRAPPERS', 'OPTIM_WRAPPERS', 'HOOKS', 'DATASETS',
+    'DATA_SAMPLERS', 'TRANSFORMS', 'METRICS', 'VISUALIZERS'
+]
