@@ -1,0 +1,3 @@
+from .local_ddp import LocalDistributedDataParallel
+
+__all__ = ['LocalDistributedDataParallel']

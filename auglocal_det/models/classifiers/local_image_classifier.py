@@ -1,0 +1,501 @@
+"""Image classifier trained by supervised local learning."""
+import itertools
+from collections import OrderedDict
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmengine.optim import OptimWrapper
+
+from auglocal_det.registry import MODELS
+from auglocal_det.structures import ClsDataSample
+
+from ..aux_heads import AuxBatch, build_aux_heads
+
+#: ImageNet mean and standard deviation of RGB images in [0, 255].
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+class GlobalPoolFcHead(nn.Module):
+    """The network's own classifier: global average pooling and one FC.
+
+    The linear layer is ``fc``, so a classifier's parameters are
+    ``head.fc.weight`` and ``head.fc.bias`` (torchvision's ``fc.*``).
+
+    Args:
+        in_channels (int): Channels of the last feature map.
+        num_classes (int): Number of classes.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_channels, num_classes)
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (N, num_classes) from features (N, C, H, W)."""
+        return self.fc(torch.flatten(self.pool(feat), 1))
+
+
+@MODELS.register_module()
+class LocalImageClassifier(BaseModel):
+    """Image classifier whose local modules each learn from their own loss.
+
+    The backbone's local layers (``backbone.local_layers()``: the stem and
+    every residual block) are grouped into K local modules. Module j
+    (j < K - 1) is trained only by the loss of its auxiliary head
+    ``aux_heads[j]``; the last module is trained by the cross-entropy of
+    the network's own classifier ``head``. No gradient crosses between
+    modules: module j receives the detached output of module j - 1.
+
+    The reference definition of one iteration is: for j = 0..K-1,
+    ``h_j = f_j(sg(h_{j-1}))``, ``loss_j`` = local loss of module j, and the
+    gradients are those of ``sum_j loss_j``. ``forward(mode='loss')``
+    returns exactly these losses in one graph. :meth:`train_step` produces
+    the same gradients while calling backward on each ``loss_j`` as soon as
+    it exists, so module j's graph is freed before module j + 1 runs, and
+    steps the optimizer once per iteration.
+
+    With ``rule='bp'`` the same network is trained end to end (one loss,
+    one backward), which is the baseline the local rules are compared with.
+
+    Args:
+        backbone (dict): Config of a backbone with ``local_layers()`` and
+            ``local_layer_specs()``, e.g. ``dict(type='LocalResNet',
+            depth=34)``.
+        aux_head (dict | list[dict], optional): Config of the auxiliary
+            head, used for every local module but the last (or one config
+            per head), e.g. ``dict(type='AugLocalAuxHead', depth=4)``. The
+            classifier adds
+            ``layer_index``, ``layer_specs``, ``module_index``,
+            ``num_aux``, ``num_classes`` and ``image_size``. Must be None
+            when ``rule='bp'``. Defaults to None.
+        head (dict, optional): Arguments of the network's classifier
+            (:class:`GlobalPoolFcHead`): ``in_channels`` (defaults to the
+            backbone's last layer's channels). Defaults to None.
+        num_classes (int): Number of classes. Defaults to 1000.
+        image_size (int | Sequence[int]): Training crop size, passed to the
+            auxiliary heads whose shapes depend on it. Defaults to 224.
+        split_points (Sequence[int], optional): Index of the last local
+            layer of each module; the last module always ends at the last
+            layer. None means one module per local layer (K = number of
+            local layers). Defaults to None.
+        rule (str): ``'local'`` or ``'bp'``. Defaults to ``'local'``.
+        data_preprocessor (dict, optional): Config of the data
+            preprocessor. Defaults to MMEngine's ``ImgDataPreprocessor``
+            with ImageNet mean/std and ``bgr_to_rgb=False`` (the datasets
+            emit RGB).
+        train_cfg (dict, optional): Training options, kept for
+            compatibility with MMEngine configs. Defaults to None.
+        init_cfg (dict | list[dict], optional): Initialization config.
+            Defaults to None.
+
+    Examples:
+        >>> model = MODELS.build(dict(
+        ...     type='LocalImageClassifier',
+        ...     backbone=dict(type='LocalResNet', depth=34),
+        ...     aux_head=dict(type='AugLocalAuxHead', depth=4),
+        ...     num_classes=1000))
+        >>> model.num_modules
+        17
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 aux_head: Optional[Union[dict, List[dict]]] = None,
+                 head: Optional[dict] = None,
+                 num_classes: int = 1000,
+                 image_size: Union[int, Sequence[int]] = 224,
+                 split_points: Optional[Sequence[int]] = None,
+                 rule: str = 'local',
+                 data_preprocessor: Optional[dict] = None,
+                 train_cfg: Optional[dict] = None,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        if data_preprocessor is None:
+            data_preprocessor = dict(
+                mean=list(IMAGENET_MEAN),
+                std=list(IMAGENET_STD),
+                bgr_to_rgb=False)
+        if isinstance(data_preprocessor, dict):
+            data_preprocessor = dict(data_preprocessor)
+            data_preprocessor.setdefault('type', 'ImgDataPreprocessor')
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if rule not in ('local', 'bp'):
+            raise ValueError(f"rule must be 'local' or 'bp', got {rule!r}")
+        if rule == 'bp' and aux_head is not None:
+            raise ValueError("rule='bp' trains end to end and builds no "
+                             'auxiliary head; set aux_head=None')
+        self.rule = rule
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.train_cfg = dict(train_cfg or {})
+
+        self.backbone = MODELS.build(backbone)
+        specs = self.backbone.local_layer_specs()
+        self.layer_specs = specs
+        num_layers = len(specs)
+        if rule == 'bp':
+            self.module_ranges = [(0, num_layers - 1)]
+        else:
+            self.module_ranges = self._split(split_points, num_layers)
+        num_aux = self.num_modules - 1
+        if num_aux > 0 and aux_head is None:
+            raise ValueError(
+                f"rule='local' with {self.num_modules} local modules needs "
+                'an aux_head config')
+
+        self.aux_heads = build_aux_heads(
+            aux_head,
+            specs,
+            split_points=[last for _, last in self.module_ranges],
+            num_classes=num_classes,
+            image_size=image_size)
+
+        head = dict(head or {})
+        head.setdefault('in_channels', specs[-1].out_channels)
+        self.head = GlobalPoolFcHead(num_classes=num_classes, **head)
+        width = max(2, len(str(self.num_modules - 1)))
+        self._tags = [f'l{j:0{width}d}' for j in range(self.num_modules)]
+
+    @staticmethod
+    def _split(split_points: Optional[Sequence[int]],
+               num_layers: int) -> List[Tuple[int, int]]:
+        """Turn split points into inclusive ``(first, last)`` layer ranges.
+        """
+        if split_points is None:
+            ends = list(range(num_layers))
+        else:
+            ends = [int(i) for i in split_points]
+            if ends and ends[-1] == num_layers - 1:
+                ends = ends[:-1]
+            if any(b <= a for a, b in zip(ends, ends[1:])) or any(
+                    not 0 <= i < num_layers - 1 for i in ends):
+                raise ValueError(
+                    'split_points must be increasing layer indices in '
+                    f'[0, {num_layers - 1}], got {list(split_points)}')
+            ends.append(num_layers - 1)
+        starts = [0] + [end + 1 for end in ends[:-1]]
+        return list(zip(starts, ends))
+
+    # ------------------------------------------------------------ structure
+    @property
+    def num_modules(self) -> int:
+        """int: Number of local modules K (1 for ``rule='bp'``)."""
+        return len(self.module_ranges)
+
+    @property
+    def num_aux(self) -> int:
+        """int: Number of auxiliary heads (K - 1)."""
+        return len(self.aux_heads)
+
+    def local_modules(self) -> List[nn.Sequential]:
+        """The local modules, in order, as (unregistered) sequentials of the
+        backbone's local layers."""
+        layers = self.backbone.local_layers()
+        return [
+            nn.Sequential(*layers[first:last + 1])
+            for first, last in self.module_ranges
+        ]
+
+    def module_parameters(self, index: int,
+                          module: Optional[nn.Module] = None
+                          ) -> Iterator[nn.Parameter]:
+        """Parameters trained by the loss of local module ``index``.
+
+        These are the module's backbone parameters and those of its
+        auxiliary head (of ``head`` for the last module).
+
+        Args:
+            index (int): Module index j.
+            module (nn.Module, optional): The module as returned by
+                :meth:`local_modules`, to avoid building it again.
+
+        Returns:
+            Iterator[Parameter]: The parameters.
+        """
+        if module is None:
+            module = self.local_modules()[index]
+        loss_head = (
+            self.aux_heads[index] if index < self.num_aux else self.head)
+        return itertools.chain(module.parameters(), loss_head.parameters())
+
+    def grads_ready(self, params: Iterator[nn.Parameter]) -> None:
+        """Called when the gradients of ``params`` are final for the
+        iteration.
+
+        A no-op here; ``LocalDistributedDataParallel`` replaces it during
+        ``train_step`` to start the all-reduce of these gradients while
+        later modules compute.
+
+        Args:
+            params (Iterator[Parameter]): Parameters whose gradients will
+                not change again in this iteration.
+        """
+
+    # ------------------------------------------------------------ helpers
+    def _aux_batch(self, inputs: torch.Tensor,
+                   data_samples: Optional[List[ClsDataSample]]) -> AuxBatch:
+        """Labels, normalised inputs and [0, 1] images of a batch."""
+        if not data_samples:
+            raise ValueError('training needs data_samples with gt_label')
+        labels = torch.cat([s.gt_label for s in data_samples]).to(
+            inputs.device)
+        return AuxBatch(
+            labels=labels, inputs=inputs, images=self.unnormalize(inputs))
+
+    def unnormalize(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Recover the images in [0, 1] from the preprocessed inputs.
+
+        Inverts the preprocessor's normalisation (if any) and divides by
+        255; this is the reconstruction target of InfoPro.
+
+        Args:
+            inputs (Tensor): Normalised images, (N, 3, H, W).
+
+        Returns:
+            Tensor: Images in [0, 1], without gradient.
+        """
+        pre = self.data_preprocessor
+        images = inputs.detach()
+        if getattr(pre, '_enable_normalize', False):
+            images = images * pre.std + pre.mean
+        return (images / 255.).clamp_(0., 1.)
+
+    def _module_loss(
+        self, index: int, feat: torch.Tensor, batch: AuxBatch
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor],
+               Optional[torch.Tensor]]:
+        """Local loss of module ``index`` on its output ``feat``.
+
+        Returns:
+            tuple: The summed local loss, the named parts when the head
+            returns several losses, and the logits (or None).
+        """
+        if index < self.num_aux:
+            losses, logits = self.aux_heads[index].loss(feat, batch)
+            if not losses:
+                raise ValueError(
+                    f'auxiliary head {index} returned no loss')
+            loss = sum(losses.values())
+        else:
+            logits = self.head(feat)
+            losses = dict(loss_cls=F.cross_entropy(logits, batch.labels))
+            loss = losses['loss_cls']
+        parts = {}
+        if len(losses) > 1:
+            tag = self._tags[index] if self.rule == 'local' else 'cls'
+            for name, value in losses.items():
+                part = name.replace('loss', '').strip('_') or 'part'
+                parts[f'{tag}_{part}'] = value.detach()
+        return loss, parts, logits
+
+    def _loss_name(self, index: int) -> Tuple[str, str]:
+        if self.rule == 'bp':
+            return 'loss_cls', 'acc_cls'
+        tag = self._tags[index]
+        return f'loss_{tag}', f'acc_{tag}'
+
+    @staticmethod
+    def _top1(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Top-1 accuracy in percent (a detached scalar tensor)."""
+        with torch.no_grad():
+            correct = logits.argmax(dim=1).eq(labels).float()
+            return correct.mean() * 100.
+
+    # ------------------------------------------------------------ forward
+    def forward(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[List[ClsDataSample]] = None,
+                mode: str = 'tensor'):
+        """The three modes of MMEngine models.
+
+        Args:
+            inputs (Tensor): Preprocessed images, (N, 3, H, W).
+            data_samples (list[ClsDataSample], optional): Annotations.
+            mode (str): ``'tensor'`` (logits of the network's classifier),
+                ``'loss'`` (dict of the reference losses, in one graph) or
+                ``'predict'`` (list of data samples with predictions).
+
+        Returns:
+            Tensor | dict | list[ClsDataSample]: Depending on ``mode``.
+        """
+        if mode == 'tensor':
+            return self.head(self.extract_feat(inputs))
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        raise RuntimeError(f'Invalid mode "{mode}".')
+
+    def extract_feat(
+        self,
+        inputs: torch.Tensor,
+        all_modules: bool = False
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, ...]]:
+        """Run the backbone's local layers.
+
+        Args:
+            inputs (Tensor): Preprocessed images.
+            all_modules (bool): Return the output of every local module
+                instead of the last feature map only. Defaults to False.
+
+        Returns:
+            Tensor | tuple[Tensor]: The last feature map, or one output
+            per local module.
+        """
+        outs = []
+        feat = inputs
+        for module in self.local_modules():
+            feat = module(feat)
+            if all_modules:
+                outs.append(feat)
+        return tuple(outs) if all_modules else feat
+
+    def loss(self, inputs: torch.Tensor,
+             data_samples: List[ClsDataSample]) -> Dict[str, torch.Tensor]:
+        """The reference losses of one iteration, in one graph.
+
+        Module j runs on the detached output of module j - 1 and its loss
+        depends only on its own parameters and those of its head, so one
+        backward of the sum gives every module the gradient of its own
+        local loss. Also returns the top-1 accuracy of every head.
+
+        Args:
+            inputs (Tensor): Preprocessed images.
+            data_samples (list[ClsDataSample]): Samples with ``gt_label``.
+
+        Returns:
+            dict[str, Tensor]: ``loss_lXX`` per module (``loss_cls`` for
+            ``rule='bp'``), ``acc_lXX`` and, for heads with several losses,
+            their detached parts.
+        """
+        batch = self._aux_batch(inputs, data_samples)
+        losses: Dict[str, torch.Tensor] = OrderedDict()
+        feat = inputs
+        for index, module in enumerate(self.local_modules()):
+            feat = module(feat.detach())
+            loss, parts, logits = self._module_loss(index, feat, batch)
+            loss_name, acc_name = self._loss_name(index)
+            losses[loss_name] = loss
+            losses.update(parts)
+            if logits is not None:
+                losses[acc_name] = self._top1(logits, batch.labels)
+        return losses
+
+    @torch.no_grad()
+    def predict(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[List[ClsDataSample]] = None
+                ) -> List[ClsDataSample]:
+        """Predictions of the network and of every auxiliary head.
+
+        Args:
+            inputs (Tensor): Preprocessed images.
+            data_samples (list[ClsDataSample], optional): Samples to fill;
+                new ones are created if None.
+
+        Returns:
+            list[ClsDataSample]: Samples with ``pred_score`` (softmax),
+            ``pred_label`` and, when the model has auxiliary heads,
+            ``aux_pred_labels`` (-1 for a head without a classifier).
+        """
+        feats = self.extract_feat(inputs, all_modules=True)
+        scores = F.softmax(self.head(feats[-1]), dim=1)
+        aux_labels = []
+        for index, aux_head in enumerate(self.aux_heads):
+            logits = aux_head.predict(feats[index])
+            if logits is None:
+                aux_labels.append(
+                    inputs.new_full((inputs.size(0), ), -1,
+                                    dtype=torch.long))
+            else:
+                aux_labels.append(logits.argmax(dim=1))
+        if data_samples is None:
+            data_samples = [ClsDataSample() for _ in range(inputs.size(0))]
+        for i, sample in enumerate(data_samples):
+            sample.set_pred_score(scores[i])
+            if aux_labels:
+                sample.set_aux_pred_labels(
+                    torch.stack([labels[i] for labels in aux_labels]))
+        return data_samples
+
+    # --------------------------------------------------------------- train
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+        """One training iteration with one backward per local module.
+
+        For each module j: run it on the detached output of module j - 1
+        (under ``optim_wrapper.optim_context``), compute its local loss,
+        call ``optim_wrapper.backward(loss)`` at once (freeing the module's
+        graph), then ``self.grads_ready(...)`` with the parameters the loss
+        trained. Finally ``optim_wrapper.finish_iteration()`` steps the
+        optimizer once (respecting gradient accumulation).
+
+        Args:
+            data (dict | tuple | list): A batch from the dataloader.
+            optim_wrapper (OptimWrapper): A ``LocalOptimWrapper`` (or
+                ``AmpLocalOptimWrapper``); with ``rule='bp'`` any MMEngine
+                ``OptimWrapper`` works.
+
+        Returns:
+            dict[str, Tensor]: ``loss`` (the sum of the local losses), the
+            loss and top-1 accuracy of every module, for logging.
+        """
+        local_wrapper = hasattr(optim_wrapper, 'finish_iteration')
+        if self.rule == 'bp':
+            return self._train_step_bp(data, optim_wrapper, local_wrapper)
+        if not local_wrapper:
+            raise TypeError(
+                "LocalImageClassifier(rule='local') calls backward once per "
+                'local module and steps the optimizer once per iteration, '
+                "which needs optim_wrapper=dict(type='LocalOptimWrapper', "
+                "...) (or type='AmpLocalOptimWrapper' for mixed precision);"
+                f' got {type(optim_wrapper).__name__}')
+
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+        inputs = data['inputs']
+        batch = self._aux_batch(inputs, data['data_samples'])
+        log_vars: Dict[str, torch.Tensor] = OrderedDict(loss=None)
+        total = inputs.new_zeros(())
+        feat = inputs
+        for index, module in enumerate(self.local_modules()):
+            with optim_wrapper.optim_context(self):
+                feat = module(feat.detach())
+                loss, parts, logits = self._module_loss(index, feat, batch)
+            if loss.requires_grad:
+                optim_wrapper.backward(loss)
+            self.grads_ready(self.module_parameters(index, module))
+            loss_name, acc_name = self._loss_name(index)
+            log_vars[loss_name] = loss.detach()
+            log_vars.update(parts)
+            if logits is not None:
+                log_vars[acc_name] = self._top1(logits, batch.labels)
+            total = total + log_vars[loss_name].float()
+            feat = feat.detach()
+            del loss, logits
+        optim_wrapper.finish_iteration()
+        log_vars['loss'] = total
+        return log_vars
+
+    def _train_step_bp(self, data: Union[dict, tuple, list],
+                       optim_wrapper: OptimWrapper,
+                       local_wrapper: bool) -> Dict[str, torch.Tensor]:
+        """End-to-end training: one loss, one backward, one step."""
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            losses = self._run_forward(data, mode='loss')
+        loss, log_vars = self.parse_losses(losses)
+        if local_wrapper:
+            optim_wrapper.backward(loss)
+            self.grads_ready(self.parameters())
+            optim_wrapper.finish_iteration()
+        else:
+            optim_wrapper.update_params(loss)
+        return log_vars

@@ -1,0 +1,245 @@
+"""Tests of LocalDistributedDataParallel.
+
+The main test trains the same model with 2 gloo processes (per-rank batch
+2) and with 1 process (batch 4) and compares the weights. BatchNorm layers
+normalise with per-process batch statistics in training mode, which differ
+between a batch of 4 and two batches of 2 (that is intended: BN statistics
+stay per process unless SyncBN is configured). To compare the gradient
+synchronisation alone, every BN layer is put in eval mode with non-trivial
+running statistics, so each sample is processed independently of the
+others and the batch split cannot change the result.
+"""
+import copy
+import os
+import socket
+from typing import List
+from unittest import mock
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn as nn
+from mmengine.optim import OptimWrapper
+from torch.nn.modules.batchnorm import _BatchNorm
+
+import auglocal_det  # noqa: F401  (registers the components)
+from auglocal_det.engine.model_wrappers import LocalDistributedDataParallel
+from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
+from auglocal_det.registry import MODEL_WRAPPERS, MODELS
+from auglocal_det.structures import ClsDataSample
+
+WORLD_SIZE = 2
+NUM_ITERS = 3
+GLOBAL_BATCH = 4
+
+
+def build_model(seed: int) -> nn.Module:
+    """Tiny AugLocal (d=2) classifier with frozen, non-trivial BN."""
+    torch.manual_seed(seed)
+    model = MODELS.build(
+        dict(
+            type='LocalImageClassifier',
+            backbone=dict(type='LocalCifarResNet', depth=20,
+                          base_channels=8),
+            aux_head=dict(type='AugLocalAuxHead', depth=2),
+            num_classes=5,
+            image_size=16))
+    # a trainable parameter that no loss reaches: its gradient must stay
+    # None on every rank, and the wrapper reduces it at the step
+    model.unused = nn.Parameter(torch.zeros(3))
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+            module.eval()
+    return model
+
+
+def make_batch(it: int, start: int = 0, stop: int = GLOBAL_BATCH) -> dict:
+    gen = torch.Generator().manual_seed(1000 + it)
+    inputs = [
+        torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8, generator=gen)
+        for _ in range(GLOBAL_BATCH)
+    ]
+    labels = torch.randint(0, 5, (GLOBAL_BATCH, ), generator=gen).tolist()
+    samples = [ClsDataSample().set_gt_label(y) for y in labels]
+    return dict(inputs=inputs[start:stop], data_samples=samples[start:stop])
+
+
+def sgd(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+        weight_decay=1e-4)
+
+
+def train(model: nn.Module, step_model: nn.Module, rank: int = 0,
+          world_size: int = 1) -> List[dict]:
+    """NUM_ITERS plain iterations, then 2 with accumulative_counts=2."""
+    per_rank = GLOBAL_BATCH // world_size
+    reports = []
+    schedule = [(LocalOptimWrapper(sgd(model)), NUM_ITERS),
+                (LocalOptimWrapper(sgd(model), accumulative_counts=2), 2)]
+    it = 0
+    for wrapper, num_iters in schedule:
+        for _ in range(num_iters):
+            data = make_batch(it, rank * per_rank, (rank + 1) * per_rank)
+            step_model.train_step(data, wrapper)
+            reports.append(
+                copy.deepcopy(getattr(step_model, 'last_reduction', {})))
+            it += 1
+    return reports
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.setdefault('GLOO_SOCKET_IFNAME', 'lo')
+    dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+        world_size=WORLD_SIZE)
+    try:
+        model = build_model(seed=rank)  # rank 1 starts different
+        ddp = MODEL_WRAPPERS.build(
+            dict(type='LocalDistributedDataParallel', module=model))
+        reports = train(model, ddp, rank, WORLD_SIZE)
+        torch.save(
+            dict(state=model.state_dict(), reports=reports,
+                 unused_grad=model.unused.grad),
+            os.path.join(out_dir, f'rank{rank}.pth'))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_equal_one_process(tmp_path):
+    mp.spawn(
+        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE,
+        join=True)
+    results = [
+        torch.load(tmp_path / f'rank{r}.pth', weights_only=False)
+        for r in range(WORLD_SIZE)
+    ]
+
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = build_model(seed=0)
+        train(ref, ref)
+    finally:
+        torch.set_num_threads(num_threads)
+
+    # replicas are identical, and equal single-process training
+    for name, value in results[0]['state'].items():
+        assert torch.equal(value, results[1]['state'][name]), name
+        torch.testing.assert_close(
+            value, ref.state_dict()[name], rtol=1e-5, atol=1e-6,
+            msg=lambda m, n=name: f'{n}: {m}')
+    assert all(r['unused_grad'] is None for r in results)
+
+    # every trainable parameter reduced exactly once per synchronised
+    # iteration; all but `unused` as soon as its module finished
+    trainable = {n for n, p in ref.named_parameters() if p.requires_grad}
+    num_modules = ref.num_modules
+    for result in results:
+        reports = result['reports']
+        synced = reports[:NUM_ITERS] + [reports[-1]]
+        for report in synced:
+            assert set(report['counts']) == trainable
+            assert set(report['counts'].values()) == {1}
+            assert report['late'] == ['unused']
+            assert report['num_buckets'] == num_modules + 1
+        # the accumulation-only iteration does not communicate
+        assert reports[NUM_ITERS] == {}
+
+
+# ------------------------------------------------- single-process checks
+class _DoneWork:
+
+    def wait(self):
+        return True
+
+    def is_completed(self):
+        return True
+
+
+@pytest.fixture
+def fake_dist():
+    """A world of one process, without a process group."""
+    with mock.patch.object(dist, 'is_initialized', return_value=True), \
+            mock.patch.object(dist, 'get_world_size', return_value=1), \
+            mock.patch.object(dist, 'broadcast'), \
+            mock.patch.object(dist, 'all_reduce',
+                              side_effect=lambda *a, **k: _DoneWork()):
+        yield
+
+
+class _TwoLayer(nn.Module):
+    """Two local layers; ``train_step`` reports what the test says."""
+
+    def __init__(self, report, finish=True):
+        super().__init__()
+        self.a = nn.Linear(3, 3)
+        self.b = nn.Linear(3, 1)
+        self.report = report
+        self.finish = finish
+
+    def grads_ready(self, params):
+        pass
+
+    def train_step(self, data, optim_wrapper):
+        h = self.a(data)
+        optim_wrapper.backward(h.pow(2).mean())
+        for params in self.report(self):
+            self.grads_ready(params)
+        optim_wrapper.backward(self.b(h.detach()).mean())
+        if self.finish:
+            optim_wrapper.finish_iteration()
+        return {}
+
+
+def test_needs_process_group():
+    with pytest.raises(RuntimeError, match='process group'):
+        LocalDistributedDataParallel(nn.Linear(2, 2))
+
+
+def test_bookkeeping(fake_dist):
+    model = _TwoLayer(lambda m: [m.a.parameters()])
+    ddp = LocalDistributedDataParallel(model)
+    wrapper = LocalOptimWrapper(sgd(model))
+    ddp.train_step(torch.randn(4, 3), wrapper)
+    assert ddp.last_reduction['late'] == ['b.weight', 'b.bias']
+    assert ddp.last_reduction['num_buckets'] == 2
+    assert 'grads_ready' not in vars(model)  # uninstalled after the step
+
+    twice = _TwoLayer(lambda m: [m.a.parameters(), [m.a.weight]])
+    with pytest.raises(RuntimeError, match='twice'):
+        LocalDistributedDataParallel(twice).train_step(
+            torch.randn(4, 3), LocalOptimWrapper(sgd(twice)))
+
+    alien = _TwoLayer(lambda m: [[nn.Parameter(torch.ones(1))]])
+    with pytest.raises(RuntimeError, match='not a parameter'):
+        LocalDistributedDataParallel(alien).train_step(
+            torch.randn(4, 3), LocalOptimWrapper(sgd(alien)))
+
+    unfinished = _TwoLayer(lambda m: [], finish=False)
+    with pytest.raises(RuntimeError, match='finish_iteration'):
+        LocalDistributedDataParallel(unfinished).train_step(
+            torch.randn(4, 3), LocalOptimWrapper(sgd(unfinished)))
+
+    with pytest.raises(TypeError, match='LocalOptimWrapper'):
+        ddp.train_step(torch.randn(4, 3), OptimWrapper(sgd(model)))
+
+
+def test_delegates_val_and_test_step(fake_dist):
+    model = nn.Linear(2, 2)
+    model.val_step = mock.Mock(return_value=['val'])
+    model.test_step = mock.Mock(return_value=['test'])
+    ddp = LocalDistributedDataParallel(model)
+    assert ddp.val_step('x') == ['val'] and ddp.test_step('x') == ['test']
+    x = torch.randn(1, 2)
+    torch.testing.assert_close(ddp(x), model(x))

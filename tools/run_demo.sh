@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole pipeline on embedded synthetic data, on a CPU in minutes:
+# set up the environment if needed, generate the data sets if missing,
+# pretrain ResNet-34 with AugLocal, export the backbone and fine-tune
+# Mask R-CNN from it. Options are passed on to tools/demo.py (--help).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+bash tools/setup_env.sh
+VENV="${VENV:-$ROOT/.venv}"
+exec "$VENV/bin/python" tools/demo.py "$@"
