@@ -116,6 +116,8 @@ def test_build_and_structure():
     assert 'head.fc.weight' in names and 'head.fc.bias' in names
     assert any(name.startswith('aux_heads.8.') for name in names)
     assert not any(name.startswith('backbone.aux') for name in names)
+    # trained from scratch: BN statistics update unless the config says so
+    assert not model.backbone.norm_eval
     pre = model.data_preprocessor
     assert type(pre).__name__ == 'ImgDataPreprocessor'
     assert not pre._channel_conversion

@@ -12,8 +12,10 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch.utils.data import Dataset
 
 import auglocal_det  # noqa: F401  (registers the trusted local loader)
-from auglocal_det.utils.checkpoint import (load_local_checkpoint,
-                                           register_trusted_local_loader)
+from auglocal_det.utils.checkpoint import (
+    load_local_checkpoint,
+    register_trusted_local_loader,
+)
 
 
 class ToyDataset(Dataset):

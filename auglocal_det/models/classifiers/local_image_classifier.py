@@ -136,6 +136,10 @@ class LocalImageClassifier(BaseModel):
         self.image_size = image_size
         self.train_cfg = dict(train_cfg or {})
 
+        # Training from scratch updates the BN statistics; the backbone's
+        # own default (mmdet's norm_eval=True) is the fine-tuning setting.
+        backbone = dict(backbone)
+        backbone.setdefault('norm_eval', False)
         self.backbone = MODELS.build(backbone)
         specs = self.backbone.local_layer_specs()
         self.layer_specs = specs

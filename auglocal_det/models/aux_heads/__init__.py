@@ -1,0 +1,26 @@
+from .auglocal import (
+                       AugLocalAuxHead,
+                       auglocal_aux_depth,
+                       auglocal_depth_list,
+                       auglocal_sample_layers,
+                       auglocal_strides,
+)
+from .base import AuxBatch, BaseAuxHead, interpolate_loss_weight
+from .builder import (
+                       LocalLearningSetting,
+                       build_aux_heads,
+                       local_learning_setting,
+                       num_local_layers,
+)
+from .dgl import DGLAuxHead
+from .infopro import InfoProAuxHead, supervised_contrastive_loss
+from .predsim import PredSimAuxHead, predsim_pool_size, similarity_matrix
+
+__all__ = [
+    'AuxBatch', 'BaseAuxHead', 'interpolate_loss_weight', 'AugLocalAuxHead',
+    'DGLAuxHead', 'InfoProAuxHead', 'PredSimAuxHead', 'auglocal_aux_depth',
+    'auglocal_depth_list', 'auglocal_sample_layers', 'auglocal_strides',
+    'predsim_pool_size', 'similarity_matrix', 'supervised_contrastive_loss',
+    'LocalLearningSetting', 'build_aux_heads', 'local_learning_setting',
+    'num_local_layers'
+]
