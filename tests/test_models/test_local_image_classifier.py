@@ -136,6 +136,12 @@ def test_build_and_structure():
         MODELS.build(model_cfg(None, rule='local'))
 
 
+def test_init_weights_reaches_every_aux_head():
+    model = build('dgl')
+    model.init_weights()
+    assert all(getattr(head, 'is_init', False) for head in model.aux_heads)
+
+
 def test_split_points():
     model = build('dgl', split_points=[0, 3, 6])
     assert model.module_ranges == [(0, 0), (1, 3), (4, 6), (7, 9)]

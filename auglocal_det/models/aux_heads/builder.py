@@ -5,7 +5,7 @@ import copy
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Union
 
-import torch.nn as nn
+from mmengine.model import ModuleList
 
 from auglocal_det.registry import MODELS
 
@@ -166,7 +166,7 @@ def build_aux_heads(aux_head: Optional[Union[dict, Sequence[dict]]],
                     split_points: Optional[Sequence[int]] = None,
                     num_classes: int = 1000,
                     image_size: Union[int, Sequence[int]] = 224
-                    ) -> nn.ModuleList:
+                    ) -> ModuleList:
     """Build one auxiliary head per local module but the last.
 
     Args:
@@ -181,8 +181,9 @@ def build_aux_heads(aux_head: Optional[Union[dict, Sequence[dict]]],
             224.
 
     Returns:
-        nn.ModuleList: Head j receives the output of local layer
-        ``split_points[j]``.
+        ModuleList: Head j receives the output of local layer
+        ``split_points[j]``. MMEngine's ``ModuleList``, so that the
+        classifier's ``init_weights`` reaches every head.
     """
     num_layers = len(layer_specs)
     if split_points is None:
@@ -194,7 +195,7 @@ def build_aux_heads(aux_head: Optional[Union[dict, Sequence[dict]]],
                          f'local layer ({num_layers - 1}): {split_points}')
     aux_layers = split_points[:-1]
     num_aux = len(aux_layers)
-    heads = nn.ModuleList()
+    heads = ModuleList()
     if aux_head is None:
         return heads
     if isinstance(aux_head, dict):
