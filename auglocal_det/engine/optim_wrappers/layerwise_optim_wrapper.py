@@ -1,0 +1,365 @@
+"""Optimizer wrappers that update each local module as soon as it can.
+
+In local learning the gradient of local module j is final as soon as the
+backward of its local loss returns: no later loss reaches its parameters.
+:class:`LocalOptimWrapper` nevertheless keeps every gradient until the one
+optimizer step at the end of the iteration, so the gradients of the whole
+network and of all its auxiliary networks are alive together, and the step
+itself (a multi-tensor update) allocates temporaries as large as all of
+them. The wrappers here apply module j's update right after its backward
+and free its gradients (``param.grad = None``), so at most one module's
+gradients exist at any time.
+
+The result is the same as with :class:`LocalOptimWrapper` whenever the
+update of a parameter depends only on its own gradient and optimizer state
+(SGD with momentum, Nesterov and weight decay, Adam, AdamW, RMSprop, ...),
+which is why two settings are refused:
+
+- ``clip_grad`` with a norm over all parameters: the norm needs every
+  gradient of the iteration before the first update (clipping by value is
+  element-wise and is applied per module);
+- ``accumulative_counts > 1``: accumulation keeps gradients across
+  iterations by definition.
+
+They also refuse to run under data-parallel training, where a gradient is
+final only after its all-reduce.
+"""
+from contextlib import contextmanager
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.dist import get_world_size
+from torch.optim import Optimizer
+
+from auglocal_det.registry import OPTIM_WRAPPERS
+
+from .local_optim_wrapper import AmpLocalOptimWrapper, LocalOptimWrapper
+
+__all__ = ['LayerwiseLocalOptimWrapper', 'AmpLayerwiseLocalOptimWrapper']
+
+_MISSING = object()
+
+
+class _ParamSubset:
+    """An optimizer restricted to some of its parameters.
+
+    It exposes the ``param_groups`` (hyper-parameters shared with the real
+    groups, parameters filtered), the ``state`` and a ``step`` that updates
+    only the subset, so it can be passed wherever an optimizer is expected
+    (e.g. to :meth:`torch.amp.GradScaler.step`). Parameter order inside a
+    group is kept.
+
+    Args:
+        optimizer (Optimizer): The real optimizer.
+        params (Iterable[Parameter]): The parameters of the subset.
+    """
+
+    def __init__(self, optimizer: Optimizer,
+                 params: Iterable[nn.Parameter]) -> None:
+        self.optimizer = optimizer
+        self._ids = frozenset(id(p) for p in params)
+
+    def _subset(self, group: dict) -> List[nn.Parameter]:
+        return [p for p in group['params'] if id(p) in self._ids]
+
+    @property
+    def param_groups(self) -> List[dict]:
+        """list[dict]: The optimizer's groups, limited to the subset."""
+        return [
+            dict(group, params=self._subset(group))
+            for group in self.optimizer.param_groups
+        ]
+
+    @property
+    def state(self) -> Dict:
+        """dict: The optimizer's state (of all parameters)."""
+        return self.optimizer.state
+
+    def step(self, closure=None):
+        """One optimizer step over the subset only."""
+        groups = self.optimizer.param_groups
+        saved = [group['params'] for group in groups]
+        try:
+            for group in groups:
+                group['params'] = self._subset(group)
+            return self.optimizer.step(closure)
+        finally:
+            for group, params in zip(groups, saved):
+                group['params'] = params
+
+
+@OPTIM_WRAPPERS.register_module()
+class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
+    """:class:`LocalOptimWrapper` that steps every local module right after
+    its backward and frees its gradients.
+
+    The wrapper learns that gradients are final from the model's
+    ``grads_ready(params)`` callback, which
+    ``LocalImageClassifier.train_step`` calls after each local backward:
+    the first ``optim_context(model)`` of an iteration chains
+    :meth:`grads_ready` of this wrapper behind the model's own callback,
+    and :meth:`finish_iteration` removes it again. A model may also call
+    :meth:`grads_ready` directly. Parameters never reported are updated by
+    the usual step in :meth:`finish_iteration`, so a model without the
+    callback trains exactly as with :class:`LocalOptimWrapper` (without the
+    memory saving).
+
+    Each update is one ``optimizer.step()`` over the module's parameters
+    only (K steps per iteration, so per-call overhead grows a little);
+    learning-rate schedules, which change ``param_groups`` between
+    iterations, apply unchanged.
+
+    Args:
+        optimizer (Optimizer): Optimizer of all trainable parameters. Its
+            update of a parameter must depend only on that parameter's
+            gradient and state (true for SGD, Adam, AdamW, RMSprop, ...).
+        accumulative_counts (int): Must be 1: accumulated gradients are by
+            definition kept across iterations. Defaults to 1.
+        clip_grad (dict, optional): Only ``dict(type='value',
+            clip_value=...)``, applied to each module's gradients before its
+            update. A norm over all parameters is refused. Defaults to None.
+        **kwargs: Passed on to the next class in the method resolution
+            order (the AMP arguments of
+            :class:`AmpLayerwiseLocalOptimWrapper`).
+
+    Examples:
+        >>> optim_wrapper = LayerwiseLocalOptimWrapper(
+        ...     torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+        >>> model.train_step(data, optim_wrapper)  # K updates, K frees
+    """
+
+    def __init__(self,
+                 optimizer: Optimizer,
+                 accumulative_counts: int = 1,
+                 clip_grad: Optional[dict] = None,
+                 **kwargs) -> None:
+        if accumulative_counts != 1:
+            raise ValueError(
+                f'{type(self).__name__} updates each module in the '
+                'iteration that computed its gradient and frees the '
+                'gradient at once, so gradients cannot be accumulated over '
+                f'{accumulative_counts} iterations; use LocalOptimWrapper '
+                'for accumulative_counts > 1')
+        if clip_grad is not None and clip_grad.get('type', 'norm') != 'value':
+            raise ValueError(
+                f'{type(self).__name__} cannot clip by a norm over all '
+                'parameters: the norm needs every gradient of the '
+                'iteration, but the first modules are updated before the '
+                "last gradients exist. Use clip_grad=dict(type='value', "
+                '...) (element-wise, applied per module) or '
+                'LocalOptimWrapper')
+        super().__init__(
+            optimizer=optimizer,
+            accumulative_counts=accumulative_counts,
+            clip_grad=clip_grad,
+            **kwargs)
+        self._subsets: Dict[Tuple[int, ...], _ParamSubset] = {}
+        self._attached: Optional[Tuple[nn.Module, object]] = None
+        self._num_layerwise_steps = 0
+        self._num_checked = 0
+
+    @property
+    def num_layerwise_steps(self) -> int:
+        """int: Module updates made so far in the current iteration."""
+        return self._num_layerwise_steps
+
+    # ------------------------------------------------------------- hooking
+    @contextmanager
+    def optim_context(self, model: nn.Module) -> Iterator[None]:
+        """The parent's context; also connects the model's ``grads_ready``
+        to :meth:`grads_ready` for the rest of the iteration.
+
+        Args:
+            model (nn.Module): The model being trained.
+        """
+        self._attach(model)
+        with super().optim_context(model):
+            yield
+
+    def _attach(self, model: nn.Module) -> None:
+        if self._attached is not None or not callable(
+                getattr(model, 'grads_ready', None)):
+            return
+        if get_world_size() > 1:
+            raise RuntimeError(
+                f'{type(self).__name__} updates a module as soon as its '
+                'local backward returns, but under data-parallel training '
+                'its gradient is final only after the all-reduce; use '
+                'LocalOptimWrapper with several processes')
+        previous = vars(model).get('grads_ready', _MISSING)
+        report = model.grads_ready
+
+        def grads_ready(params: Iterable[nn.Parameter]) -> None:
+            params = list(params)
+            report(params)
+            self.grads_ready(params)
+
+        model.grads_ready = grads_ready
+        self._attached = (model, previous)
+
+    def _detach(self) -> None:
+        if self._attached is None:
+            return
+        model, previous = self._attached
+        self._attached = None
+        if previous is _MISSING:
+            vars(model).pop('grads_ready', None)
+        else:
+            model.grads_ready = previous
+
+    # -------------------------------------------------------------- update
+    def grads_ready(self, params: Iterable[nn.Parameter]) -> None:
+        """Update ``params`` now and free their gradients.
+
+        Call it once per iteration for each group of parameters whose
+        gradients will not change again in the iteration (a local module
+        and its auxiliary head). Parameters without a gradient are skipped.
+
+        Args:
+            params (Iterable[Parameter]): The parameters.
+        """
+        params = [p for p in params if p.grad is not None]
+        if not params:
+            return
+        if self._losses_finite():
+            key = tuple(id(p) for p in params)
+            subset = self._subsets.get(key)
+            if subset is None:
+                subset = self._subsets[key] = _ParamSubset(
+                    self.optimizer, params)
+            self._step_subset(subset, params)
+            self._num_layerwise_steps += 1
+        for param in params:
+            param.grad = None
+
+    def _losses_finite(self) -> bool:
+        """Whether the losses back-propagated since the last update are
+        finite (always True with ``check_finite=False``).
+
+        :meth:`finish_iteration` raises on a non-finite loss, as
+        :class:`LocalOptimWrapper` does, but only after the modules before
+        it were updated; the module whose loss is not finite is not.
+        """
+        flags = getattr(self, '_finite_flags', [])[self._num_checked:]
+        self._num_checked += len(flags)
+        if not getattr(self, 'check_finite', False) or not flags:
+            return True
+        return bool(torch.stack([ok for _, ok in flags]).all())
+
+    def _step_subset(self, subset: _ParamSubset,
+                     params: List[nn.Parameter]) -> None:
+        """Clip (by value) and update one group of parameters."""
+        if self.clip_grad_kwargs:
+            self.clip_func(params, **self.clip_grad_kwargs)
+        subset.step()
+
+    def _remaining(self) -> List[nn.Parameter]:
+        return [
+            p for group in self.optimizer.param_groups
+            for p in group['params'] if p.grad is not None
+        ]
+
+    def step(self, **kwargs) -> None:
+        """Update the parameters not yet updated in this iteration.
+
+        Args:
+            **kwargs: Must be empty (kept for the signature of
+                :meth:`OptimWrapper.step`).
+        """
+        if kwargs:
+            raise TypeError(f'{type(self).__name__}.step() takes no '
+                            f'arguments, got {sorted(kwargs)}')
+        remaining = self._remaining()
+        if remaining:
+            self._step_subset(
+                _ParamSubset(self.optimizer, remaining), remaining)
+
+    def finish_iteration(self,
+                         step_kwargs: Optional[Dict] = None,
+                         zero_kwargs: Optional[Dict] = None) -> bool:
+        """End the iteration: update what was not updated yet, zero_grad.
+
+        Also disconnects the model's ``grads_ready`` again.
+
+        Args:
+            step_kwargs (dict, optional): Arguments of :meth:`step`.
+            zero_kwargs (dict, optional): Arguments of :meth:`zero_grad`.
+
+        Returns:
+            bool: Always True (there is no accumulation).
+        """
+        try:
+            return super().finish_iteration(step_kwargs, zero_kwargs)
+        finally:
+            self._detach()
+            self._num_layerwise_steps = 0
+            self._num_checked = 0
+
+
+@OPTIM_WRAPPERS.register_module()
+class AmpLayerwiseLocalOptimWrapper(LayerwiseLocalOptimWrapper,
+                                    AmpLocalOptimWrapper):
+    """Mixed-precision :class:`LayerwiseLocalOptimWrapper`.
+
+    Every backward scales its loss by the current loss scale, as in
+    :class:`AmpLocalOptimWrapper`. Each module's update goes through
+    ``loss_scaler.step`` on a view of the optimizer restricted to the
+    module, which unscales only that module's gradients, checks them for
+    infinities and NaNs, and skips the update **of that module only** if
+    any is found. The loss scale is updated once per iteration, after the
+    last module, from the checks of all modules: it backs off if any module
+    overflowed and grows as usual otherwise.
+
+    This is the only correct choice once updates are made module by
+    module: skipping every module's update on an overflow, as
+    :class:`AmpLocalOptimWrapper` does, would require keeping all gradients
+    until the end of the iteration. The two give the same parameters in
+    every iteration without overflow; in an iteration with an overflow the
+    modules whose gradients are finite are updated here and not there. A
+    module's gradient depends only on its own loss and parameters, so an
+    overflow in one module says nothing about another module's update.
+    With ``dtype='bfloat16'`` no loss scaling is needed at all (pass
+    ``loss_scale=1.0``), and the check only guards against non-finite
+    gradients.
+
+    Args:
+        loss_scale (float | str | dict): ``'dynamic'``, a static scale, or
+            the arguments of the gradient scaler. Defaults to ``'dynamic'``.
+        dtype (str | torch.dtype, optional): Autocast data type, e.g.
+            ``'float16'`` or ``'bfloat16'``. Defaults to None.
+        use_fsdp (bool): Use the sharded gradient scaler. Defaults to False.
+        **kwargs: Arguments of :class:`LayerwiseLocalOptimWrapper`.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._scaler_stepped = False
+
+    def _losses_finite(self) -> bool:
+        """Always True: the loss scaler checks every module's gradients
+        before its update anyway (a non-finite loss gives non-finite
+        gradients), and :meth:`finish_iteration` counts the non-finite
+        losses as :class:`AmpLocalOptimWrapper` does."""
+        return True
+
+    def _step_subset(self, subset: _ParamSubset,
+                     params: List[nn.Parameter]) -> None:
+        """Unscale, check, clip (by value) and update one group."""
+        if self.clip_grad_kwargs:
+            self.loss_scaler.unscale_(subset)
+            self.clip_func(params, **self.clip_grad_kwargs)
+        self.loss_scaler.step(subset)
+        self._scaler_stepped = True
+
+    def step(self, **kwargs) -> None:
+        """Update the remaining parameters, then the loss scale once.
+
+        Args:
+            **kwargs: Must be empty.
+        """
+        super().step(**kwargs)
+        if self._scaler_stepped:
+            self.loss_scaler.update(self._scale_update_param)
+            self._scaler_stepped = False
+

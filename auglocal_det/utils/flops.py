@@ -1,0 +1,205 @@
+"""Floating-point operations of locally trained classifiers.
+
+Counts are taken with :class:`torch.utils.flop_counter.FlopCounterMode`,
+which counts the matrix products and convolutions of every operator that
+actually runs (forward and, when autograd runs, backward). It counts one
+multiply-add as **two** FLOPs and ignores element-wise operators
+(BatchNorm, ReLU, pooling, additions, the loss functions). The figures
+usually quoted for CNNs ("0.25 GFLOPs" for a CIFAR ResNet-110, "3.6
+GFLOPs" for a ResNet-34) are multiply-accumulates (MACs) of the
+convolutions and linear layers: ``MACs = FLOPs / 2``. Every report below
+gives both.
+
+:func:`count_forward_flops` follows the convention of the local-learning
+papers: the *forward* cost per image of the backbone, of the network's own
+classifier and of every auxiliary network (its whole training-time loss
+computation, e.g. InfoPro's decoder and PredSim's similarity branch), on
+one crop of the training size. :func:`count_train_step_flops` counts a
+whole training iteration instead (forward, backward and optimizer step,
+where the backward of a convolution costs about twice its forward).
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = [
+    'FlopsReport', 'count_flops', 'count_forward_flops',
+    'count_train_step_flops'
+]
+
+
+@dataclass
+class FlopsReport:
+    """Forward FLOPs per image of a locally trained classifier.
+
+    All figures are FLOPs as counted by ``FlopCounterMode`` (two per
+    multiply-add); the ``*_macs`` properties halve them.
+
+    Attributes:
+        backbone (float): The backbone's local layers.
+        head (float): The network's own classifier (pooling + FC).
+        aux (list[float]): Every auxiliary network, in module order,
+            including the computation of its local loss.
+    """
+    backbone: float = 0.
+    head: float = 0.
+    aux: List[float] = field(default_factory=list)
+
+    @property
+    def network(self) -> float:
+        """float: Backbone and classifier: the cost of inference."""
+        return self.backbone + self.head
+
+    @property
+    def aux_total(self) -> float:
+        """float: All auxiliary networks together."""
+        return float(sum(self.aux))
+
+    @property
+    def total(self) -> float:
+        """float: Network and auxiliary networks: the forward cost of one
+        training iteration per image."""
+        return self.network + self.aux_total
+
+    @property
+    def network_macs(self) -> float:
+        """float: :attr:`network` in multiply-accumulates."""
+        return self.network / 2
+
+    @property
+    def aux_macs(self) -> float:
+        """float: :attr:`aux_total` in multiply-accumulates."""
+        return self.aux_total / 2
+
+    @property
+    def total_macs(self) -> float:
+        """float: :attr:`total` in multiply-accumulates."""
+        return self.total / 2
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain-Python form (FLOPs and MACs), e.g. for JSON."""
+        return dict(
+            backbone_flops=self.backbone,
+            head_flops=self.head,
+            aux_flops=list(self.aux),
+            network_flops=self.network,
+            aux_total_flops=self.aux_total,
+            total_flops=self.total,
+            network_macs=self.network_macs,
+            aux_macs=self.aux_macs,
+            total_macs=self.total_macs)
+
+
+def count_flops(fn, *args, **kwargs) -> Tuple[float, Any]:
+    """FLOPs of one call of ``fn(*args, **kwargs)``.
+
+    Args:
+        fn (callable): Function or module to run.
+        *args: Its positional arguments.
+        **kwargs: Its keyword arguments.
+
+    Returns:
+        tuple[float, Any]: The FLOPs counted and what ``fn`` returned.
+    """
+    with FlopCounterMode(display=False) as counter:
+        out = fn(*args, **kwargs)
+    return float(counter.get_total_flops()), out
+
+
+def _image_hw(image_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = image_size
+    return int(height), int(width)
+
+
+@torch.no_grad()
+def count_forward_flops(model: nn.Module,
+                        image_size: Union[int, Sequence[int], None] = None,
+                        batch_size: int = 1,
+                        device: Union[str, torch.device, None] = None
+                        ) -> FlopsReport:
+    """Forward FLOPs per image of a :class:`LocalImageClassifier`.
+
+    Runs the local modules in order on a random batch, then the network's
+    classifier on the last output and auxiliary head j's ``loss`` on the
+    output of module j, each under its own counter, in eval mode (the
+    training mode is restored afterwards; the count does not depend on it).
+
+    Args:
+        model (nn.Module): A ``LocalImageClassifier`` (anything with
+            ``local_modules()``, ``head``, ``aux_heads`` and
+            ``unnormalize``).
+        image_size (int | Sequence[int], optional): Input crop size.
+            Defaults to None: ``model.image_size``.
+        batch_size (int): Images per counted batch; the result is divided
+            by it. Defaults to 1.
+        device (str | torch.device, optional): Device of the input. Defaults
+            to None: the device of the model's parameters. A model built
+            on the ``'meta'`` device is counted without computing anything.
+
+    Returns:
+        FlopsReport: The FLOPs per image.
+    """
+    # imported here: the models import mmengine, flop counting does not
+    from auglocal_det.models.aux_heads import AuxBatch
+
+    if image_size is None:
+        image_size = model.image_size
+    height, width = _image_hw(image_size)
+    param = next(model.parameters())
+    if device is None:
+        device = param.device
+    inputs = torch.randn(
+        batch_size, 3, height, width, device=device, dtype=param.dtype)
+    batch = AuxBatch(
+        labels=torch.zeros(batch_size, dtype=torch.long, device=device),
+        inputs=inputs,
+        images=model.unnormalize(inputs))
+    training = model.training
+    model.eval()
+    try:
+        report = FlopsReport()
+        feats: List[torch.Tensor] = []
+        feat = inputs
+        for module in model.local_modules():
+            flops, feat = count_flops(module, feat)
+            report.backbone += flops
+            feats.append(feat)
+        report.head, _ = count_flops(model.head, feats[-1])
+        for index, aux_head in enumerate(model.aux_heads):
+            flops, _ = count_flops(aux_head.loss, feats[index], batch)
+            report.aux.append(flops)
+    finally:
+        model.train(training)
+    report.backbone /= batch_size
+    report.head /= batch_size
+    report.aux = [flops / batch_size for flops in report.aux]
+    return report
+
+
+def count_train_step_flops(model: nn.Module,
+                           data: dict,
+                           optim_wrapper: Any,
+                           batch_size: Optional[int] = None) -> float:
+    """FLOPs per image of one real ``train_step`` (forward + backward).
+
+    The step really runs: the parameters are updated as in training.
+
+    Args:
+        model (nn.Module): The model, in the mode it is trained in.
+        data (dict): A batch as given by the dataloader.
+        optim_wrapper: The optimizer wrapper passed to ``train_step``.
+        batch_size (int, optional): Images in ``data``. Defaults to None:
+            ``len(data['inputs'])``.
+
+    Returns:
+        float: FLOPs per image.
+    """
+    if batch_size is None:
+        batch_size = len(data['inputs'])
+    flops, _ = count_flops(model.train_step, data, optim_wrapper)
+    return flops / batch_size
