@@ -3,12 +3,19 @@ import os
 import sys
 from typing import Callable
 
+from auglocal_det.engine.hooks.atomic_checkpoint_hook import (
+    CheckpointWriteError,
+)
+
 __all__ = ['run_with_clean_errors']
 
 #: Errors caused by the user's input (a missing file, a wrong option or a
-#: malformed dataset). They are reported as one message without a
-#: traceback; everything else propagates with its traceback.
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError)
+#: malformed dataset), a training run that diverged (FloatingPointError) or
+#: a checkpoint that could not be written (a full disk). They are reported
+#: as one message without a traceback; everything else propagates with its
+#: traceback.
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError,
+               FloatingPointError, CheckpointWriteError)
 
 
 def run_with_clean_errors(main: Callable[[], None]) -> None:

@@ -9,7 +9,10 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    # CheckpointHook with atomic writes: a crash or a full disk while saving
+    # never corrupts the latest checkpoint or last_checkpoint
+    checkpoint=dict(
+        type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'))
 
 env_cfg = dict(

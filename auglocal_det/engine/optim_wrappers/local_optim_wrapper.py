@@ -21,11 +21,24 @@ scale K times. The wrappers here separate the two:
 :meth:`LocalOptimWrapper.update_params` keeps MMEngine's meaning (one loss,
 one backward, one iteration), so end-to-end models and hooks that call it
 work unchanged.
+
+Non-finite losses are caught where it costs least: each :meth:`backward`
+records ``isfinite(loss)`` on the loss's device (no synchronisation), and
+:meth:`finish_iteration` looks at all flags of the iteration at once (one
+synchronisation, all-reduced under data parallelism so that every process
+decides alike) before the step. Without AMP a non-finite loss stops
+training with a :class:`FloatingPointError` naming the local module(s) and
+the iteration; with AMP the loss scaler's own inf/NaN check skips the update
+and lowers the scale, and training stops only if this goes on for
+``nonfinite_patience`` consecutive iterations.
 """
+import logging
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
+from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from torch.optim import Optimizer
 
@@ -52,6 +65,12 @@ class LocalOptimWrapper(OptimWrapper):
             ``type='value'``, of :func:`torch.nn.utils.clip_grad_value_`).
             Clipping runs once per update, over all parameters. Defaults to
             None.
+        check_finite (bool): Check every loss passed to :meth:`backward`
+            and stop (or, with AMP, let the loss scaler skip the update) on
+            NaN or Inf; see the module docstring. Defaults to True.
+        nonfinite_patience (int): With AMP, the number of consecutive
+            iterations with a non-finite loss (each update skipped by the
+            loss scaler) after which training stops. Defaults to 20.
         **kwargs: Passed on to the next class in the method resolution
             order (the AMP arguments of :class:`AmpLocalOptimWrapper`).
 
@@ -67,6 +86,8 @@ class LocalOptimWrapper(OptimWrapper):
                  optimizer: Optimizer,
                  accumulative_counts: int = 1,
                  clip_grad: Optional[dict] = None,
+                 check_finite: bool = True,
+                 nonfinite_patience: int = 20,
                  **kwargs) -> None:
         super().__init__(
             optimizer=optimizer,
@@ -75,13 +96,20 @@ class LocalOptimWrapper(OptimWrapper):
             **kwargs)
         self._pre_step_hooks: List[PreStepHook] = []
         self._num_backward = 0
+        self.check_finite = check_finite
+        self.nonfinite_patience = nonfinite_patience
+        self._finite_flags: List[Tuple[Optional[str], torch.Tensor]] = []
+        self._nonfinite_streak = 0
 
     @property
     def num_backward(self) -> int:
         """int: Backward calls made in the current iteration so far."""
         return self._num_backward
 
-    def backward(self, loss: torch.Tensor, **kwargs) -> None:
+    def backward(self,
+                 loss: torch.Tensor,
+                 name: Optional[str] = None,
+                 **kwargs) -> None:
         """Back-propagate one of the iteration's losses.
 
         The loss is divided by the accumulation factor of the current
@@ -90,8 +118,14 @@ class LocalOptimWrapper(OptimWrapper):
 
         Args:
             loss (Tensor): A scalar loss.
+            name (str, optional): What the loss trains, e.g. ``'local
+                module 3 (layer1.2)'``, named if the loss is not finite.
+                Defaults to None.
             **kwargs: Passed to :meth:`torch.Tensor.backward`.
         """
+        if self.check_finite:
+            self._finite_flags.append(
+                (name, torch.isfinite(loss.detach()).all()))
         self._backward_scaled(self.scale_loss(loss), **kwargs)
         self._num_backward += 1
 
@@ -118,6 +152,7 @@ class LocalOptimWrapper(OptimWrapper):
         """
         for hook in list(self._pre_step_hooks):
             hook()
+        self._check_finite_losses()
         self._inner_count += 1
         self._num_backward = 0
         if not self.should_update():
@@ -125,6 +160,61 @@ class LocalOptimWrapper(OptimWrapper):
         self.step(**(step_kwargs or {}))
         self.zero_grad(**(zero_kwargs or {}))
         return True
+
+    def _check_finite_losses(self) -> None:
+        """Act on the non-finite losses of the iteration, if any.
+
+        Raises:
+            FloatingPointError: Without AMP, if a loss of the iteration is
+                NaN or Inf; with AMP, if that happened in more than
+                ``nonfinite_patience`` consecutive iterations.
+        """
+        flags, self._finite_flags = self._finite_flags, []
+        if not flags:
+            return
+        bad = ~torch.stack([ok for _, ok in flags])
+        if dist.is_available() and dist.is_initialized() and \
+                dist.get_world_size() > 1:  # every process decides alike
+            bad = bad.float()
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+            bad = bad > 0
+        bad = bad.tolist()  # the one synchronisation per iteration
+        names = [
+            name or f'loss {i} of the iteration'
+            for i, ((name, _), is_bad) in enumerate(zip(flags, bad))
+            if is_bad
+        ]
+        if not names:
+            self._nonfinite_streak = 0
+            return
+        where = (f'non-finite loss (NaN or Inf) in {", ".join(names)} at '
+                 f'iteration {self._inner_count + 1}')
+        if isinstance(self, AmpOptimWrapper):
+            self._nonfinite_streak += 1
+            if self._nonfinite_streak <= self.nonfinite_patience:
+                print_log(
+                    f'{where}: the AMP loss scaler skips this update and '
+                    f'lowers the loss scale from '
+                    f'{self.loss_scaler.get_scale():g}',
+                    logger='current',
+                    level=logging.WARNING)
+                return
+            raise FloatingPointError(
+                f'{where}: {self._nonfinite_streak} consecutive iterations '
+                'with a non-finite loss, although the AMP loss scaler '
+                f'lowered the loss scale to {self.loss_scaler.get_scale():g}'
+                ' (optim_wrapper.nonfinite_patience is '
+                f'{self.nonfinite_patience}): '
+                'training diverged (this is not an fp16 overflow). Lower '
+                'the learning rate (optim_wrapper.optimizer.lr) or clip '
+                'gradients (optim_wrapper.clip_grad), then continue from the '
+                'last checkpoint with --resume')
+        raise FloatingPointError(
+            f'{where}. Training stopped before the iteration ended, so no '
+            'checkpoint holds the result. Lower the learning rate '
+            '(optim_wrapper.optimizer.lr), clip gradients (optim_wrapper.'
+            'clip_grad) or check the data, then continue from the last '
+            'checkpoint with --resume')
 
     def update_params(  # type: ignore[override]
             self,

@@ -14,6 +14,13 @@ from .builder import (
 )
 from .dgl import DGLAuxHead
 from .infopro import InfoProAuxHead, supervised_contrastive_loss
+from .mlaan import (
+                       MLAAN_LEAP_LAYERS,
+                       LeapAugmentedModule,
+                       MLAANAuxHead,
+                       MLAANIndependentHead,
+                       mlaan_leap_layers,
+)
 from .predsim import PredSimAuxHead, predsim_pool_size, similarity_matrix
 
 __all__ = [
@@ -22,5 +29,6 @@ __all__ = [
     'auglocal_depth_list', 'auglocal_sample_layers', 'auglocal_strides',
     'predsim_pool_size', 'similarity_matrix', 'supervised_contrastive_loss',
     'LocalLearningSetting', 'build_aux_heads', 'local_learning_setting',
-    'num_local_layers'
+    'num_local_layers', 'MLAANAuxHead', 'MLAANIndependentHead',
+    'LeapAugmentedModule', 'MLAAN_LEAP_LAYERS', 'mlaan_leap_layers'
 ]

@@ -176,6 +176,14 @@ class AugLocalAuxHead(BaseAuxHead):
         super().__init__(**kwargs)
         if widen_factor <= 0:
             raise ValueError('widen_factor must be positive')
+        num_later = len(self.layer_specs) - 1
+        if depth > num_later:
+            raise ValueError(
+                f'AugLocalAuxHead: depth={depth} (model.aux_head.depth) is '
+                f'larger than the {num_later} local layers that can follow '
+                f'an auxiliary head in a backbone of {num_later + 1} local '
+                f'layers; choose a depth from 1 to {num_later} (heads near '
+                'the end use all the layers left in any case)')
         self.depth = auglocal_aux_depth(depth, self.module_index,
                                         self.num_aux, pyramid, tau)
         self.widen_factor = widen_factor

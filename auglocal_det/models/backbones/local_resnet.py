@@ -11,6 +11,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from auglocal_det.registry import MODELS
+from auglocal_det.utils.pretrained import check_backbone_checkpoint
 
 from ..layers import (
     BasicBlock,
@@ -287,6 +288,19 @@ class LocalResNet(BaseModule):
             module.eval()
             for param in module.parameters():
                 param.requires_grad = False
+
+    def init_weights(self) -> None:
+        """Initialise as ``BaseModule`` does; with
+        ``init_cfg=dict(type='Pretrained', ...)`` first check that the file
+        holds weights of this network
+        (:func:`~auglocal_det.utils.pretrained.check_backbone_checkpoint`),
+        since MMEngine would load a wrong file partially with a warning."""
+        cfg = self.init_cfg
+        if not self._is_init and isinstance(cfg, dict) and \
+                cfg.get('type') == 'Pretrained' and cfg.get('checkpoint'):
+            check_backbone_checkpoint(
+                cfg['checkpoint'], self, prefix=cfg.get('prefix'))
+        super().init_weights()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Forward function.

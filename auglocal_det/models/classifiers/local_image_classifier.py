@@ -305,6 +305,14 @@ class LocalImageClassifier(BaseModel):
         tag = self._tags[index]
         return f'loss_{tag}', f'acc_{tag}'
 
+    def _module_desc(self, index: int) -> str:
+        """E.g. ``'local module 3 (layer1.2, loss_l03)'``, for messages."""
+        first, last = self.module_ranges[index]
+        names = self.layer_specs[first].name
+        if last != first:
+            names += f' .. {self.layer_specs[last].name}'
+        return f'local module {index} ({names}, {self._loss_name(index)[0]})'
+
     @staticmethod
     def _top1(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Top-1 accuracy in percent (a detached scalar tensor)."""
@@ -474,7 +482,7 @@ class LocalImageClassifier(BaseModel):
                 feat = module(feat.detach())
                 loss, parts, logits = self._module_loss(index, feat, batch)
             if loss.requires_grad:
-                optim_wrapper.backward(loss)
+                optim_wrapper.backward(loss, name=self._module_desc(index))
             self.grads_ready(self.module_parameters(index, module))
             loss_name, acc_name = self._loss_name(index)
             log_vars[loss_name] = loss.detach()

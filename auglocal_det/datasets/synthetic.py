@@ -1,0 +1,577 @@
+"""Deterministic synthetic data in the real on-disk formats, for demos/tests.
+
+Two generators draw geometric shapes and textures with random position,
+size, rotation, colours and backgrounds (solid, gradient or smooth colour
+noise, plus pixel noise), so a classifier has to learn shapes: the mean
+colour of an image says nothing about its class.
+
+- :func:`generate_imagenet_shapes` writes an ImageNet-style classification
+  set, ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG`` (one shape or
+  textured patch per image) plus ``meta/{train,val}.txt`` lists and
+  ``meta/classes.txt``, readable by :class:`~auglocal_det.datasets.ImageNet`
+  in both of its layouts.
+- :func:`generate_coco_shapes` writes a COCO-style instance segmentation
+  set, ``annotations/instances_{train,val}.json`` and ``{train,val}/*.jpg``,
+  with several non-overlapping shapes per image, each annotated with a
+  polygon, its bbox and area.
+
+Every image is drawn from its own random generator seeded by
+``(seed, split, index)``, so the output depends only on the arguments. Both
+generators write a ``synthetic.json`` stamp last; :func:`ensure_synthetic`
+regenerates a folder only when its stamp is missing or differs.
+"""
+import inspect
+import json
+import os
+import os.path as osp
+import shutil
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from mmengine.utils import ProgressBar
+from PIL import Image, ImageDraw
+
+__all__ = [
+    'IMAGENET_SHAPE_CLASSES', 'COCO_SHAPE_CLASSES',
+    'generate_imagenet_shapes', 'generate_coco_shapes', 'ensure_synthetic',
+    'shape_polygon'
+]
+
+#: Classes of the ImageNet-style set: six silhouettes and two textures.
+IMAGENET_SHAPE_CLASSES = ('checker', 'circle', 'cross', 'ring', 'square',
+                          'star', 'stripes', 'triangle')
+#: Categories of the COCO-style set (ids 1..5 in this order).
+COCO_SHAPE_CLASSES = ('circle', 'square', 'triangle', 'star', 'cross')
+
+STAMP = 'synthetic.json'
+_SPLIT_IDS = {'train': 0, 'val': 1, 'test': 2}
+_SUPERSAMPLE = 2  # draw at 2x and shrink: anti-aliased edges
+
+
+# ----------------------------------------------------------------------
+# drawing primitives
+# ----------------------------------------------------------------------
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0, 255, size=3).astype(np.float32)
+
+
+def _contrasting_colour(rng: np.random.Generator,
+                        against: np.ndarray,
+                        min_dist: float = 90.) -> np.ndarray:
+    """A random colour at least ``min_dist`` (RGB distance) from another."""
+    colour = _random_colour(rng)
+    for _ in range(50):
+        if np.linalg.norm(colour - against) >= min_dist:
+            break
+        colour = _random_colour(rng)
+    return colour
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """An HxWx3 float32 background: solid, linear gradient or colour noise."""
+    kind = rng.choice(3, p=(0.4, 0.4, 0.2))
+    if kind == 0:
+        img = np.broadcast_to(_random_colour(rng), (size, size, 3)).copy()
+    elif kind == 1:
+        c0, c1 = _random_colour(rng), _random_colour(rng)
+        theta = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+        t = xx * np.cos(theta) + yy * np.sin(theta)
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+        img = c0 * (1 - t[..., None]) + c1 * t[..., None]
+    else:
+        cells = int(rng.integers(2, 5))
+        low = rng.uniform(0, 255, size=(cells, cells, 3)).astype(np.uint8)
+        img = np.asarray(
+            Image.fromarray(low).resize((size, size), Image.BICUBIC),
+            dtype=np.float32)
+    return img.astype(np.float32)
+
+
+def _texture(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
+    """Two-colour stripes or checkerboard, random period and angle."""
+    c0 = _random_colour(rng)
+    c1 = _contrasting_colour(rng, c0, 110.)
+    period = rng.uniform(0.07, 0.16) * size
+    theta = rng.uniform(0, np.pi)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    u = xx * np.cos(theta) + yy * np.sin(theta)
+    v = -xx * np.sin(theta) + yy * np.cos(theta)
+    phase = rng.uniform(0, 1)
+    if kind == 'stripes':
+        on = np.floor(u / period + phase) % 2 == 0
+    elif kind == 'checker':
+        on = (np.floor(u / period + phase) + np.floor(v / period)) % 2 == 0
+    else:
+        raise ValueError(f'unknown texture {kind!r}')
+    return np.where(on[..., None], c0, c1).astype(np.float32)
+
+
+def shape_polygon(name: str, cx: float, cy: float, radius: float,
+                  angle: float, rng: np.random.Generator) -> np.ndarray:
+    """Vertices (N, 2) of a shape inside the circle ``(cx, cy, radius)``.
+
+    Args:
+        name (str): 'circle', 'square', 'triangle', 'star' or 'cross'.
+        cx (float): Centre x.
+        cy (float): Centre y.
+        radius (float): Every vertex lies within this distance of the
+            centre; the outermost ones lie on the circle.
+        angle (float): Rotation in radians.
+        rng (np.random.Generator): Source of the shape's own jitter (star
+            depth, cross arm width, triangle irregularity).
+
+    Returns:
+        np.ndarray: float64 vertices in drawing order.
+    """
+    if name == 'circle':
+        t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        pts = np.stack([np.cos(t), np.sin(t)], 1)
+    elif name == 'square':
+        t = np.pi / 4 + np.arange(4) * np.pi / 2
+        pts = np.stack([np.cos(t), np.sin(t)], 1)
+    elif name == 'triangle':
+        t = np.arange(3) * 2 * np.pi / 3 + rng.uniform(-0.25, 0.25, 3)
+        r = np.array([1.0, *rng.uniform(0.85, 1.0, 2)])
+        pts = np.stack([np.cos(t), np.sin(t)], 1) * r[:, None]
+    elif name == 'star':
+        t = np.arange(10) * np.pi / 5 - np.pi / 2
+        r = np.where(np.arange(10) % 2 == 0, 1.0, rng.uniform(0.38, 0.5))
+        pts = np.stack([np.cos(t), np.sin(t)], 1) * r[:, None]
+    elif name == 'cross':
+        w = rng.uniform(0.2, 0.3)
+        a = np.sqrt(1 - w * w)
+        pts = np.array([(-w, a), (w, a), (w, w), (a, w), (a, -w), (w, -w),
+                        (w, -a), (-w, -a), (-w, -w), (-a, -w), (-a, w),
+                        (-w, w)])
+    else:
+        raise ValueError(f'unknown shape {name!r}; expected one of '
+                         f'circle, square, triangle, star, cross')
+    rot = np.array([[np.cos(angle), -np.sin(angle)],
+                    [np.sin(angle), np.cos(angle)]])
+    return pts @ rot.T * radius + np.array([cx, cy])
+
+
+def _mask(size: int, polygons: Sequence[np.ndarray],
+          holes: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """Float mask (size, size) in [0, 1] of polygons minus holes."""
+    canvas = Image.new('L', (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    for poly in polygons:
+        draw.polygon([tuple(p) for p in poly], fill=255)
+    for poly in holes:
+        draw.polygon([tuple(p) for p in poly], fill=0)
+    return np.asarray(canvas, dtype=np.float32) / 255.
+
+
+def _shaded(rng: np.random.Generator, colour: np.ndarray,
+            size: int) -> np.ndarray:
+    """A solid colour with a mild random lighting gradient."""
+    theta = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    t = (xx * np.cos(theta) + yy * np.sin(theta))[..., None]
+    strength = rng.uniform(0, 0.25)
+    return np.clip(colour * (1 - strength * t), 0, 255)
+
+
+def _finish(rng: np.random.Generator, canvas: np.ndarray,
+            size: int) -> Image.Image:
+    """Shrink the supersampled canvas and add pixel noise."""
+    img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    img = img.resize((size, size), Image.BOX)
+    arr = np.asarray(img, dtype=np.float32)
+    arr = arr + rng.normal(0, rng.uniform(0, 6), arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def render_classification_image(name: str, size: int,
+                                rng: np.random.Generator) -> Image.Image:
+    """Draw one image of class ``name`` of :data:`IMAGENET_SHAPE_CLASSES`.
+
+    Args:
+        name (str): The class.
+        size (int): Side of the square image in pixels.
+        rng (np.random.Generator): The image's random generator.
+
+    Returns:
+        PIL.Image.Image: An RGB image.
+    """
+    big = size * _SUPERSAMPLE
+    bg = _background(rng, big)
+    angle = rng.uniform(0, 2 * np.pi)
+    if name in ('stripes', 'checker'):
+        radius = rng.uniform(0.3, 0.46) * big
+    else:
+        radius = rng.uniform(0.22, 0.44) * big
+    cx, cy = rng.uniform(radius, big - radius, 2)
+    if name in ('stripes', 'checker'):
+        region = 'circle' if rng.random() < 0.5 else 'square'
+        mask = _mask(big, [shape_polygon(region, cx, cy, radius, angle, rng)])
+        fg = _texture(rng, big, name)
+    else:
+        if name == 'ring':
+            outer = shape_polygon('circle', cx, cy, radius, angle, rng)
+            inner = shape_polygon('circle', cx, cy,
+                                  radius * rng.uniform(0.45, 0.65), angle,
+                                  rng)
+            mask = _mask(big, [outer], [inner])
+        else:
+            mask = _mask(big,
+                         [shape_polygon(name, cx, cy, radius, angle, rng)])
+        colour = _contrasting_colour(rng, bg.reshape(-1, 3).mean(0))
+        fg = _shaded(rng, colour, big)
+    canvas = bg * (1 - mask[..., None]) + fg * mask[..., None]
+    return _finish(rng, canvas, size)
+
+
+# ----------------------------------------------------------------------
+# stamps and atomic folders
+# ----------------------------------------------------------------------
+def _read_stamp(root: str) -> Optional[dict]:
+    path = osp.join(root, STAMP)
+    if not osp.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def _prepare_root(root: str) -> str:
+    """Check ``root`` can be (re)written; return a fresh staging folder."""
+    if osp.exists(root):
+        if not osp.isdir(root):
+            raise FileExistsError(f'{root!r} exists and is not a folder')
+        if os.listdir(root) and _read_stamp(root) is None:
+            raise FileExistsError(
+                f'{root!r} exists, is not empty and was not written by the '
+                f'synthetic data generator (no {STAMP}); choose another '
+                f'folder or remove it')
+    parent = osp.dirname(osp.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    staging = osp.join(parent,
+                       f'.{osp.basename(osp.abspath(root))}.tmp{os.getpid()}')
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    return staging
+
+
+def _publish(staging: str, root: str) -> None:
+    """Replace ``root`` by the finished staging folder."""
+    if osp.exists(root):
+        shutil.rmtree(root)
+    os.replace(staging, root)
+
+
+def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, _SPLIT_IDS.get(split, 9), index])
+
+
+# ----------------------------------------------------------------------
+# ImageNet-style classification set
+# ----------------------------------------------------------------------
+def generate_imagenet_shapes(root: str,
+                             num_train_per_class: int = 300,
+                             num_val_per_class: int = 50,
+                             image_size: int = 64,
+                             seed: int = 0,
+                             classes: Sequence[str] = IMAGENET_SHAPE_CLASSES,
+                             quality: int = 90,
+                             progress: bool = True) -> dict:
+    """Write an ImageNet-style folder of synthetic shape images.
+
+    Layout::
+
+        root/train/<class>/<class>_00000.JPEG ...
+        root/val/<class>/<class>_00000.JPEG ...
+        root/meta/train.txt, val.txt   "<class>/<file>.JPEG <label>" lines
+        root/meta/classes.txt          class names in label order
+        root/synthetic.json            the arguments (the stamp)
+
+    Args:
+        root (str): Output folder; replaced if it holds an older synthetic
+            set, refused if it holds anything else.
+        num_train_per_class (int): Training images per class. Defaults to
+            300.
+        num_val_per_class (int): Validation images per class. Defaults to
+            50.
+        image_size (int): Side of the square images. Defaults to 64.
+        seed (int): Random seed. Defaults to 0.
+        classes (Sequence[str]): Subset of :data:`IMAGENET_SHAPE_CLASSES`,
+            in label order. Defaults to all eight (sorted).
+        quality (int): JPEG quality. Defaults to 90.
+        progress (bool): Show a progress bar. Defaults to True.
+
+    Returns:
+        dict: The stamp (arguments, class list and image counts).
+    """
+    unknown = [c for c in classes if c not in IMAGENET_SHAPE_CLASSES]
+    if unknown:
+        raise ValueError(f'unknown synthetic classes {unknown}; choose from '
+                         f'{IMAGENET_SHAPE_CLASSES}')
+    if image_size < 16:
+        raise ValueError(f'image_size must be >= 16, got {image_size}')
+    stamp = dict(
+        kind='imagenet_shapes',
+        num_train_per_class=int(num_train_per_class),
+        num_val_per_class=int(num_val_per_class),
+        image_size=int(image_size),
+        seed=int(seed),
+        classes=list(classes),
+        quality=int(quality))
+    staging = _prepare_root(root)
+    jobs = []
+    for split, per_class in (('train', num_train_per_class),
+                             ('val', num_val_per_class)):
+        for label, name in enumerate(classes):
+            os.makedirs(osp.join(staging, split, name))
+            for i in range(per_class):
+                jobs.append((split, label, name, i))
+    bar = ProgressBar(len(jobs)) if progress else None
+    lines: Dict[str, List[str]] = {'train': [], 'val': []}
+    for split, label, name, i in jobs:
+        # one generator per image: independent of order and of the other
+        # classes' counts
+        index = (IMAGENET_SHAPE_CLASSES.index(name) << 24) + i
+        img = render_classification_image(name, image_size,
+                                          _rng(seed, split, index))
+        rel = f'{name}/{name}_{i:05d}.JPEG'
+        img.save(osp.join(staging, split, rel), 'JPEG', quality=quality)
+        lines[split].append(f'{rel} {label}')
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        print()
+    os.makedirs(osp.join(staging, 'meta'))
+    for split, split_lines in lines.items():
+        with open(osp.join(staging, 'meta', f'{split}.txt'), 'w') as f:
+            f.write('\n'.join(split_lines) + '\n')
+    with open(osp.join(staging, 'meta', 'classes.txt'), 'w') as f:
+        f.write('\n'.join(classes) + '\n')
+    stamp['num_images'] = {k: len(v) for k, v in lines.items()}
+    _write_json(osp.join(staging, STAMP), stamp)
+    _publish(staging, root)
+    return stamp
+
+
+# ----------------------------------------------------------------------
+# COCO-style instance segmentation set
+# ----------------------------------------------------------------------
+def _polygon_area(poly: np.ndarray) -> float:
+    x, y = poly[:, 0], poly[:, 1]
+    twice = np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))
+    return float(0.5 * abs(twice))
+
+
+def render_detection_image(size: int, rng: np.random.Generator,
+                           min_objects: int,
+                           max_objects: int) -> Tuple[Image.Image, list]:
+    """Draw several non-overlapping shapes; return the image and objects.
+
+    Args:
+        size (int): Side of the square image.
+        rng (np.random.Generator): The image's random generator.
+        min_objects (int): Fewest shapes per image.
+        max_objects (int): Most shapes per image (fewer if they do not fit).
+
+    Returns:
+        tuple: The RGB image and a list of ``(category_index, polygon)``
+        with the polygon in image pixel coordinates.
+    """
+    big = size * _SUPERSAMPLE
+    bg = _background(rng, big)
+    bg_mean = bg.reshape(-1, 3).mean(0)
+    wanted = int(rng.integers(min_objects, max_objects + 1))
+    placed: List[Tuple[float, float, float]] = []
+    objects = []
+    canvas = bg
+    for _ in range(wanted * 30):
+        if len(objects) == wanted:
+            break
+        radius = rng.uniform(0.08, 0.22) * size
+        cx, cy = rng.uniform(radius + 1, size - radius - 1, 2)
+        if any(np.hypot(cx - x, cy - y) < radius + r + 2
+               for x, y, r in placed):
+            continue
+        cat = int(rng.integers(len(COCO_SHAPE_CLASSES)))
+        poly = shape_polygon(COCO_SHAPE_CLASSES[cat], cx, cy, radius,
+                             rng.uniform(0, 2 * np.pi), rng)
+        mask = _mask(big, [poly * _SUPERSAMPLE])
+        fg = _shaded(rng, _contrasting_colour(rng, bg_mean), big)
+        canvas = canvas * (1 - mask[..., None]) + fg * mask[..., None]
+        placed.append((cx, cy, radius))
+        objects.append((cat, poly))
+    return _finish(rng, canvas, size), objects
+
+
+def generate_coco_shapes(root: str,
+                         num_train: int = 200,
+                         num_val: int = 50,
+                         image_size: int = 128,
+                         seed: int = 0,
+                         min_objects: int = 1,
+                         max_objects: int = 4,
+                         quality: int = 90,
+                         progress: bool = True) -> dict:
+    """Write a COCO-style instance segmentation set of synthetic shapes.
+
+    Layout::
+
+        root/annotations/instances_train.json, instances_val.json
+        root/train/000000000001.jpg ...
+        root/val/000000000001.jpg ...
+        root/synthetic.json                  the arguments (the stamp)
+
+    Each JSON holds ``images`` (``id`` from 1, ``file_name``, ``width``,
+    ``height``), ``annotations`` (``id`` from 1, ``image_id``,
+    ``category_id``, ``segmentation`` as a list with one polygon
+    ``[x1, y1, x2, y2, ...]``, ``bbox`` ``[x, y, w, h]``, ``area`` of the
+    polygon, ``iscrowd=0``) and ``categories`` (ids 1..5 for
+    :data:`COCO_SHAPE_CLASSES`, supercategory 'shape'). Shapes do not
+    overlap and lie fully inside the image, so the polygons are the exact
+    visible masks. For mmdet, set ``metainfo=dict(classes=
+    COCO_SHAPE_CLASSES)`` and ``data_prefix=dict(img='train/')``.
+
+    Args:
+        root (str): Output folder (replaced if it holds an older synthetic
+            set, refused if it holds anything else).
+        num_train (int): Training images. Defaults to 200.
+        num_val (int): Validation images. Defaults to 50.
+        image_size (int): Side of the square images. Defaults to 128.
+        seed (int): Random seed. Defaults to 0.
+        min_objects (int): Fewest shapes per image. Defaults to 1.
+        max_objects (int): Most shapes per image. Defaults to 4.
+        quality (int): JPEG quality. Defaults to 90.
+        progress (bool): Show a progress bar. Defaults to True.
+
+    Returns:
+        dict: The stamp (arguments and counts of images and instances).
+    """
+    if not 1 <= min_objects <= max_objects:
+        raise ValueError(f'need 1 <= min_objects <= max_objects, got '
+                         f'{min_objects}, {max_objects}')
+    if image_size < 32:
+        raise ValueError(f'image_size must be >= 32, got {image_size}')
+    stamp = dict(
+        kind='coco_shapes',
+        num_train=int(num_train),
+        num_val=int(num_val),
+        image_size=int(image_size),
+        seed=int(seed),
+        min_objects=int(min_objects),
+        max_objects=int(max_objects),
+        quality=int(quality),
+        classes=list(COCO_SHAPE_CLASSES))
+    staging = _prepare_root(root)
+    os.makedirs(osp.join(staging, 'annotations'))
+    categories = [
+        dict(id=i + 1, name=name, supercategory='shape')
+        for i, name in enumerate(COCO_SHAPE_CLASSES)
+    ]
+    bar = ProgressBar(num_train + num_val) if progress else None
+    counts = {}
+    for split, num in (('train', num_train), ('val', num_val)):
+        os.makedirs(osp.join(staging, split))
+        images, annotations = [], []
+        for i in range(num):
+            img, objects = render_detection_image(image_size,
+                                                  _rng(seed, split, i),
+                                                  min_objects, max_objects)
+            image_id = i + 1
+            file_name = f'{image_id:012d}.jpg'
+            img.save(osp.join(staging, split, file_name), 'JPEG',
+                     quality=quality)
+            images.append(
+                dict(
+                    id=image_id,
+                    file_name=file_name,
+                    width=image_size,
+                    height=image_size))
+            for cat, poly in objects:
+                x0, y0 = poly.min(0)
+                x1, y1 = poly.max(0)
+                annotations.append(
+                    dict(
+                        id=len(annotations) + 1,
+                        image_id=image_id,
+                        category_id=cat + 1,
+                        segmentation=[[
+                            round(float(v), 2) for v in poly.reshape(-1)
+                        ]],
+                        area=round(_polygon_area(poly), 2),
+                        bbox=[
+                            round(float(x0), 2),
+                            round(float(y0), 2),
+                            round(float(x1 - x0), 2),
+                            round(float(y1 - y0), 2)
+                        ],
+                        iscrowd=0))
+            if bar is not None:
+                bar.update()
+        _write_json(
+            osp.join(staging, 'annotations', f'instances_{split}.json'),
+            dict(
+                info=dict(
+                    description='synthetic shapes (auglocal_det)',
+                    version='1.0'),
+                licenses=[],
+                images=images,
+                annotations=annotations,
+                categories=categories))
+        counts[split] = dict(images=len(images), instances=len(annotations))
+    if bar is not None:
+        print()
+    stamp['counts'] = counts
+    _write_json(osp.join(staging, STAMP), stamp)
+    _publish(staging, root)
+    return stamp
+
+
+# ----------------------------------------------------------------------
+def ensure_synthetic(generator: Callable[..., dict], root: str,
+                     **kwargs) -> Tuple[dict, bool]:
+    """Run ``generator(root, **kwargs)`` unless ``root`` already matches.
+
+    Args:
+        generator (Callable): :func:`generate_imagenet_shapes` or
+            :func:`generate_coco_shapes`.
+        root (str): Output folder.
+        **kwargs: The generator's arguments.
+
+    Returns:
+        tuple[dict, bool]: The stamp, and whether the data were generated
+        now (False: an identical set was already there).
+    """
+    stamp = _read_stamp(root)
+    if stamp is not None:
+        wanted = _stamp_args(generator, kwargs)
+        if all(stamp.get(k) == v for k, v in wanted.items()):
+            return stamp, False
+    return generator(root, **kwargs), True
+
+
+def _stamp_args(generator: Callable[..., dict], kwargs: dict) -> dict:
+    """The stamp fields implied by a generator call (defaults filled)."""
+    params = inspect.signature(generator).parameters
+    args = {
+        name: p.default
+        for name, p in params.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    args.update(kwargs)
+    args.pop('progress', None)
+    if 'classes' in args:
+        args['classes'] = list(args['classes'])
+    kind = ('imagenet_shapes' if generator is generate_imagenet_shapes else
+            'coco_shapes' if generator is generate_coco_shapes else None)
+    if kind is not None:
+        args['kind'] = kind
+    return args

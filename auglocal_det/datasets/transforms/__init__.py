@@ -1,0 +1,14 @@
+from .formatting import PackClsInputs
+from .loading import LoadImageTensor, decode_image_bytes
+from .processing import (
+    CenterCropTensor,
+    RandomFlipTensor,
+    RandomResizedCropTensor,
+    ResizeEdgeTensor,
+)
+
+__all__ = [
+    'LoadImageTensor', 'decode_image_bytes', 'RandomResizedCropTensor',
+    'RandomFlipTensor', 'ResizeEdgeTensor', 'CenterCropTensor',
+    'PackClsInputs'
+]

@@ -1,0 +1,3 @@
+from .metrics import Accuracy, LayerwiseAccuracy, parse_layerwise_metrics
+
+__all__ = ['Accuracy', 'LayerwiseAccuracy', 'parse_layerwise_metrics']

@@ -1,0 +1,384 @@
+"""Image classifier trained with MLAAN's two-stream local losses."""
+import itertools
+from collections import OrderedDict
+from typing import (
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.optim import OptimWrapper
+
+from auglocal_det.registry import MODELS
+from auglocal_det.structures import ClsDataSample
+
+from ..aux_heads import AuxBatch
+from ..aux_heads.mlaan import MLAANAuxHead
+from .local_image_classifier import LocalImageClassifier
+
+__all__ = ['MLAANImageClassifier']
+
+
+class _Step(NamedTuple):
+    """One MLAAN step: the loss of module ``index`` and what it trains."""
+
+    index: int
+    loss: torch.Tensor
+    losses: Dict[str, torch.Tensor]
+    logits: Optional[torch.Tensor]
+    ready: List[nn.Parameter]
+
+
+@MODELS.register_module()
+class MLAANImageClassifier(LocalImageClassifier):
+    """Image classifier trained with MLAAN (Zhang et al., arXiv:2406.16633).
+
+    The backbone's local layers are grouped into K local modules f_0 ..
+    f_{K-1}; by default every residual block is a module and the stem joins
+    the first one (ResNet-34: K = 16, the authors' split). One iteration
+    computes, for i = 0 .. K-1 (``s = span``, ``h_{-1}`` = the input)::
+
+        x_i = f_i(sg(x_{i-1}))                      # independent stream
+        z_i = f_i(... f_{i-s+1}(sg(h_{i-s})))      # cascaded stream
+        loss_i = w_x * L_x(x_i) + w_y * L_y(z_i)     # for i >= s - 1
+
+    where ``h_j`` = ``x_j`` (the same values), ``L_x`` is the loss of the
+    independent head and ``L_y`` the cross-entropy of the leap augmented
+    module (both in ``aux_heads[i]``, an :class:`MLAANAuxHead`); for the
+    last module both streams go through the network's own classifier
+    (``head``) with cross-entropy. The cascade of module ``s - 1`` starts
+    at the input image, so the first modules (which have no loss of their
+    own) learn through it. A parameter of module j therefore receives the
+    gradients of ``loss_j`` (independent stream) and of the cascades of
+    ``loss_j .. loss_{j+s-1}``.
+
+    The reference definition of the iteration's gradients is those of
+    ``sum_i loss_i`` with exactly these detach points;
+    ``forward(mode='loss')`` returns the ``loss_i`` in one graph.
+    :meth:`train_step` produces the same gradients with one backward per
+    ``loss_i``, as soon as it exists (the cascade recomputes its modules
+    from the detached ``h_{i-s}``, so every step's graph is freed before
+    the next step runs); it reports a parameter through
+    :meth:`grads_ready` only after the last loss that reaches it, steps the
+    optimizer once, and then moves every EMA twin of the leap augmented
+    modules one step towards its primary layer (:meth:`update_ema`).
+
+    Args:
+        backbone (dict): Backbone config (``LocalResNet`` or
+            ``LocalCifarResNet``).
+        aux_head (dict | list[dict], optional): Config of the
+            :class:`MLAANAuxHead` of every module but the last (its
+            ``independent_head`` may be DGL's or InfoPro's head). ``span``
+            and ``loss_weights`` are set from this classifier's arguments.
+            Defaults to None, i.e. ``dict(type='MLAANAuxHead')``.
+        head (dict, optional): Arguments of the network's classifier.
+            Defaults to None.
+        num_classes (int): Number of classes. Defaults to 1000.
+        image_size (int | Sequence[int]): Training crop size. Defaults to
+            224.
+        split_points (Sequence[int], optional): Index of the last local
+            layer of each module. Defaults to None: one module per residual
+            block, the stem joining the first (K = number of blocks).
+        span (int): Modules spanned by the cascaded stream: 3 in the
+            authors' ImageNet code, 2 in their CIFAR code. The first
+            ``span - 1`` modules have no loss of their own. Defaults to 3.
+        loss_weights (Sequence[float]): ``(w_x, w_y)``, the weights of the
+            independent and cascaded streams. Defaults to (0.001, 0.999).
+        rule (str): Must be ``'local'``; accepted so that configs can
+            inherit from a ``LocalImageClassifier`` config. Defaults to
+            ``'local'``.
+        data_preprocessor (dict, optional): See
+            :class:`LocalImageClassifier`.
+        train_cfg (dict, optional): Training options. Defaults to None.
+        init_cfg (dict | list[dict], optional): Initialization config.
+            Defaults to None.
+
+    Examples:
+        >>> model = MODELS.build(dict(
+        ...     type='MLAANImageClassifier',
+        ...     backbone=dict(type='LocalResNet', depth=34),
+        ...     aux_head=dict(type='MLAANAuxHead'),
+        ...     span=3))
+        >>> model.num_modules
+        16
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 aux_head: Optional[Union[dict, List[dict]]] = None,
+                 head: Optional[dict] = None,
+                 num_classes: int = 1000,
+                 image_size: Union[int, Sequence[int]] = 224,
+                 split_points: Optional[Sequence[int]] = None,
+                 span: int = 3,
+                 loss_weights: Sequence[float] = (0.001, 0.999),
+                 rule: str = 'local',
+                 data_preprocessor: Optional[dict] = None,
+                 train_cfg: Optional[dict] = None,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        if rule != 'local':
+            raise ValueError(
+                f"MLAANImageClassifier trains with local losses (rule="
+                f"'local'); got rule={rule!r}. Use LocalImageClassifier for "
+                "rule='bp'")
+        if int(span) != span or span < 1:
+            raise ValueError(f'span must be a positive integer, got {span}')
+        weights = tuple(float(w) for w in loss_weights)
+        if len(weights) != 2:
+            raise ValueError(
+                f'loss_weights must be (w_x, w_y), got {loss_weights}')
+        if aux_head is None:
+            aux_head = dict(type='MLAANAuxHead')
+        cfgs = [aux_head] if isinstance(aux_head, dict) else list(aux_head)
+        for cfg in cfgs:
+            self._check_head_type(cfg)
+        cfgs = [
+            dict(cfg, span=int(span), loss_weights=weights) for cfg in cfgs
+        ]
+        aux_head = cfgs[0] if isinstance(aux_head, dict) else cfgs
+        super().__init__(
+            backbone=backbone,
+            aux_head=aux_head,
+            head=head,
+            num_classes=num_classes,
+            image_size=image_size,
+            split_points=split_points,
+            rule='local',
+            data_preprocessor=data_preprocessor,
+            train_cfg=train_cfg,
+            init_cfg=init_cfg)
+        self.span = int(span)
+        self.loss_weights = weights
+        num_modules = self.num_modules
+        #: Index of the last step whose loss reaches module j.
+        self.last_step = [
+            min(j + self.span - 1, num_modules - 1)
+            for j in range(num_modules)
+        ]
+
+    @staticmethod
+    def _check_head_type(cfg: dict) -> None:
+        """Refuse auxiliary heads other than :class:`MLAANAuxHead`."""
+        head_type = cfg.get('type')
+        if isinstance(head_type, str):
+            head_type = MODELS.get(head_type)
+        if not (isinstance(head_type, type)
+                and issubclass(head_type, MLAANAuxHead)):
+            raise TypeError(
+                f'MLAAN needs aux_head type MLAANAuxHead, got '
+                f'{cfg.get("type")!r}; put DGL or InfoPro heads in its '
+                "independent_head, e.g. aux_head=dict(type='MLAANAuxHead', "
+                "independent_head=dict(type='DGLAuxHead'))")
+
+    @staticmethod
+    def _split(split_points: Optional[Sequence[int]],
+               num_layers: int) -> List[Tuple[int, int]]:
+        """Layer ranges of the modules; by default one per residual block,
+        with the stem (layer 0) in the first block's module."""
+        if split_points is None and num_layers > 2:
+            split_points = list(range(1, num_layers))
+        return LocalImageClassifier._split(split_points, num_layers)
+
+    # ------------------------------------------------------------ structure
+    def has_loss(self, index: int) -> bool:
+        """Whether module ``index`` has a loss of its own.
+
+        Args:
+            index (int): Module index i.
+
+        Returns:
+            bool: ``i >= span - 1`` or i is the last module.
+        """
+        return index >= self.span - 1 or index == self.num_modules - 1
+
+    def cascade_range(self, index: int) -> Tuple[int, int]:
+        """First and last module (inclusive) of the cascade of step i.
+
+        Args:
+            index (int): Module index i.
+
+        Returns:
+            tuple[int, int]: ``(max(0, i - span + 1), i)``.
+        """
+        return max(0, index - self.span + 1), index
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Move every EMA twin one step towards its primary layer.
+
+        ``theta <- m * theta + (1 - m) * theta_primary``.
+        :meth:`train_step` calls it once per optimizer update, after the
+        step, so every twin follows the weights the next iteration uses
+        (as a mean-teacher or momentum encoder does). The authors' code
+        averages before the step (a lag of one iteration, negligible at
+        m = 0.995) and only for the last twin; averaging after the step is
+        also consistent when ``LayerwiseLocalOptimWrapper`` updates modules
+        during the iteration. With gradient accumulation the twins move
+        only in the iterations that update the weights.
+        """
+        for aux in self.aux_heads:
+            if aux.lam is not None:
+                aux.lam.update_ema(
+                    self.backbone.get_submodule(aux.lam.ema_source))
+
+    # -------------------------------------------------------------- steps
+    def _last_module_loss(
+        self, feat: torch.Tensor, cascade: torch.Tensor, batch: AuxBatch
+    ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+        """Both streams of the last module through the network's head."""
+        weight_x, weight_y = self.loss_weights
+        logits = self.head(feat)
+        losses = OrderedDict(
+            loss_x_ce=weight_x * F.cross_entropy(logits, batch.labels),
+            loss_y_ce=weight_y *
+            F.cross_entropy(self.head(cascade), batch.labels))
+        return losses, logits
+
+    def _local_steps(self, inputs: torch.Tensor,
+                     batch: AuxBatch) -> Iterator[_Step]:
+        """Yield the loss of every module that has one, one at a time.
+
+        The forward of step i runs when the step is requested, so a caller
+        that back-propagates each loss before asking for the next one holds
+        one step's graph at a time.
+
+        Args:
+            inputs (Tensor): Preprocessed images.
+            batch (AuxBatch): Labels and images.
+
+        Yields:
+            _Step: The step's summed loss, its weighted parts, the logits of
+            its independent stream and the parameters whose gradients are
+            final once the loss has been back-propagated.
+        """
+        modules = self.local_modules()
+        num_modules = len(modules)
+        # detached outputs still needed by a later cascade; -1: the input
+        detached: Dict[int, torch.Tensor] = {-1: inputs.detach()}
+        feat = inputs
+        for index, module in enumerate(modules):
+            if not self.has_loss(index):
+                with torch.no_grad():  # nothing back-propagates through it
+                    feat = module(feat.detach())
+                detached[index] = feat
+                continue
+            feat = module(feat.detach())
+            first, last = self.cascade_range(index)
+            cascade = detached[first - 1]
+            for j in range(first, last + 1):
+                cascade = modules[j](cascade)
+            if index < num_modules - 1:
+                losses, logits = self.aux_heads[index].loss(
+                    feat, batch, cascade=cascade)
+                owned = [self.aux_heads[index].parameters()]
+            else:
+                losses, logits = self._last_module_loss(feat, cascade, batch)
+                owned = [self.head.parameters()]
+            owned += [
+                modules[j].parameters() for j in range(num_modules)
+                if self.last_step[j] == index
+            ]
+            detached[index] = feat.detach()
+            detached.pop(index - self.span, None)
+            del cascade
+            yield _Step(index, sum(losses.values()), losses, logits,
+                        list(itertools.chain(*owned)))
+
+    def _step_log(self, step: _Step,
+                  labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Detached loss, parts and accuracy of one step, for logging."""
+        tag = self._tags[step.index]
+        out: Dict[str, torch.Tensor] = OrderedDict()
+        out[f'loss_{tag}'] = step.loss.detach()
+        for name, value in step.losses.items():
+            part = name[len('loss'):].strip('_') if name.startswith(
+                'loss') else name
+            out[f'{tag}_{part}'] = value.detach()
+        if step.logits is not None:
+            out[f'acc_{tag}'] = self._top1(step.logits, labels)
+        return out
+
+    # ------------------------------------------------------------ forward
+    def loss(self, inputs: torch.Tensor,
+             data_samples: List[ClsDataSample]) -> Dict[str, torch.Tensor]:
+        """The reference losses of one iteration, in one graph.
+
+        Args:
+            inputs (Tensor): Preprocessed images.
+            data_samples (list[ClsDataSample]): Samples with ``gt_label``.
+
+        Returns:
+            dict[str, Tensor]: ``loss_lXX`` (w_x * L_x + w_y * L_y) for
+            every module with a loss, the detached parts ``lXX_x_<part>``
+            and ``lXX_y_ce``, and ``acc_lXX`` (top-1 of the independent
+            stream).
+        """
+        batch = self._aux_batch(inputs, data_samples)
+        losses: Dict[str, torch.Tensor] = OrderedDict()
+        for step in self._local_steps(inputs, batch):
+            losses.update(self._step_log(step, batch.labels))
+            losses[f'loss_{self._tags[step.index]}'] = step.loss
+        return losses
+
+    # --------------------------------------------------------------- train
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
+        """One MLAAN iteration: one backward per step, one optimizer step,
+        one EMA update.
+
+        For each module i with a loss: run both streams (under
+        ``optim_wrapper.optim_context``), ``optim_wrapper.backward`` of
+        ``loss_i`` at once, then ``self.grads_ready(...)`` with the
+        parameters no later loss reaches (module ``i - span + 1``, the
+        head of module i; everything left at the last module). Then
+        ``optim_wrapper.finish_iteration()`` and, if it updated the
+        parameters, :meth:`update_ema`.
+
+        Args:
+            data (dict | tuple | list): A batch from the dataloader.
+            optim_wrapper (OptimWrapper): A ``LocalOptimWrapper`` (or one of
+                its subclasses).
+
+        Returns:
+            dict[str, Tensor]: ``loss`` (sum of the local losses) and, per
+            module with a loss, its loss, parts and top-1 accuracy.
+        """
+        if not hasattr(optim_wrapper, 'finish_iteration'):
+            raise TypeError(
+                'MLAANImageClassifier calls backward once per local module '
+                'and steps the optimizer once per iteration, which needs '
+                "optim_wrapper=dict(type='LocalOptimWrapper', ...) (or "
+                "type='AmpLocalOptimWrapper' for mixed precision); got "
+                f'{type(optim_wrapper).__name__}')
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+        inputs = data['inputs']
+        batch = self._aux_batch(inputs, data['data_samples'])
+        log_vars: Dict[str, torch.Tensor] = OrderedDict(loss=None)
+        total = inputs.new_zeros(())
+        steps = self._local_steps(inputs, batch)
+        while True:
+            with optim_wrapper.optim_context(self):
+                step = next(steps, None)
+            if step is None:
+                break
+            if step.loss.requires_grad:
+                optim_wrapper.backward(
+                    step.loss, name=self._module_desc(step.index))
+            self.grads_ready(step.ready)
+            step_log = self._step_log(step, batch.labels)
+            log_vars.update(step_log)
+            total = total + step_log[f'loss_{self._tags[step.index]}'].float()
+            del step
+        if optim_wrapper.finish_iteration():
+            self.update_ema()
+        log_vars['loss'] = total
+        return log_vars

@@ -1,0 +1,29 @@
+# AugLocal ResNet-34 on ImageNet-1k (Ma et al., "Scaling Supervised Local
+# Learning with Augmented Auxiliary Networks", ICLR 2024).
+# From the paper: K = 17 local modules (one per local layer), auxiliary
+# depth d = 4 without the pyramid, SGD Nesterov momentum 0.9, wd 1e-4,
+# batch 1024 (128 x 8 GPUs), lr 0.4, cosine annealing, 200 epochs,
+# RandomResizedCrop 224 + flip / Resize 256 + CenterCrop 224.
+#   python tools/train.py configs/auglocal_r34_imagenet.py
+#   bash tools/dist_train.sh configs/auglocal_r34_imagenet.py 8
+_base_ = [
+    './_base_/models/local_resnet34.py',
+    './_base_/datasets/imagenet_bs128.py',
+    './_base_/schedules/imagenet_bs1024_sgd_cos_200e.py',
+    './_base_/default_runtime.py',
+]
+
+# d = 4 (paper); tau is used only when pyramid=True
+model = dict(
+    aux_head=dict(type='AugLocalAuxHead', depth=4, pyramid=False, tau=0.5))
+
+# local learning under several GPUs: one all-reduce per parameter per
+# iteration, started as each local module finishes its backward
+model_wrapper_cfg = dict(type='LocalDistributedDataParallel')
+
+custom_hooks = [
+    # <work_dir>/export/{backbone.pth,torchvision.pth,backbone.json}
+    dict(type='ExportBackboneHook'),
+    # <work_dir>/layerwise_accuracy.png: val top-1 vs. local module
+    dict(type='LayerwiseAccuracyPlotHook'),
+]

@@ -1,0 +1,51 @@
+# Demo-sized AugLocal ResNet-34 on the synthetic shapes data set (8 classes,
+# 36 px JPEGs in the ImageNet folder layout), for a CPU in minutes.
+# Same machinery as auglocal_r34_imagenet.py (dataset class, transforms,
+# LocalImageClassifier + LocalResNet-34, AugLocal heads with d = 4 and
+# K = 17 from the paper, LocalOptimWrapper, SGD Nesterov, cosine schedule,
+# export and layer-wise plot hooks); only the sizes are demo choices:
+# 8 classes, 32 px crops, batch 32, a few epochs, lr 0.05 with warm-up.
+#   python tools/demo.py        (generates the data, trains, exports)
+_base_ = [
+    '../_base_/models/local_resnet34.py',
+    '../_base_/datasets/synthetic_imagenet.py',
+    '../_base_/schedules/imagenet_bs1024_sgd_cos_200e.py',
+    '../_base_/default_runtime.py',
+]
+
+max_epochs = 4
+model = dict(
+    num_classes=8,
+    image_size=32,  # the training crop of synthetic_imagenet.py
+    aux_head=dict(type='AugLocalAuxHead', depth=4, pyramid=False))
+
+optim_wrapper = dict(optimizer=dict(lr=0.05))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
+         end=20),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=max_epochs,
+        eta_min=0.,
+        by_epoch=True,
+        begin=0,
+        end=max_epochs,
+        convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=max_epochs, val_interval=1)
+auto_scale_lr = dict(enable=False, base_batch_size=32)
+
+default_hooks = dict(
+    logger=dict(interval=10),
+    # the weights only (no optimizer state): the AugLocal heads make a full
+    # checkpoint 1.3 GB
+    checkpoint=dict(
+        interval=max_epochs, max_keep_ckpts=1, save_optimizer=False))
+log_processor = dict(window_size=10)
+randomness = dict(seed=0)
+
+model_wrapper_cfg = dict(type='LocalDistributedDataParallel')
+custom_hooks = [
+    dict(type='ExportBackboneHook'),
+    dict(type='LayerwiseAccuracyPlotHook'),
+]

@@ -1,0 +1,625 @@
+"""Tests of MLAAN: heads, gradient routing, EMA twins, equivalence, DDP.
+
+Most tests train a CIFAR ResNet-32 with 8 base channels on 16x16 images
+(K = 15 one-block modules, the authors' leap-layer table), small enough for
+several train steps on a CPU. The ResNet-34 parameter counts are taken on
+the ``meta`` device.
+"""
+import copy
+import io
+import os
+import socket
+import weakref
+from collections import Counter, OrderedDict
+from typing import Dict, List, Set
+from unittest import mock
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn as nn
+from mmengine.optim import OptimWrapper
+from torch.nn.modules.batchnorm import _BatchNorm
+
+import auglocal_det  # noqa: F401  (registers the components)
+from auglocal_det.engine.hooks import export_backbone
+from auglocal_det.engine.optim_wrappers import (
+    LayerwiseLocalOptimWrapper,
+    LocalOptimWrapper,
+)
+from auglocal_det.models.aux_heads.mlaan import (
+    MLAAN_LEAP_LAYERS,
+    LeapAugmentedModule,
+    mlaan_leap_layers,
+)
+from auglocal_det.models.classifiers import MLAANImageClassifier
+from auglocal_det.registry import MODEL_WRAPPERS, MODELS
+from auglocal_det.structures import ClsDataSample
+from auglocal_det.utils.flops import count_forward_flops
+
+NUM_CLASSES = 5
+IMAGE_SIZE = 16
+
+INDEPENDENT_HEADS = dict(
+    mlaan=None,
+    dgl=dict(type='DGLAuxHead'),
+    infopro=dict(type='InfoProAuxHead'),
+)
+
+
+def model_cfg(span: int = 2, independent: str = 'mlaan', **kwargs) -> dict:
+    aux_head = dict(type='MLAANAuxHead')
+    if INDEPENDENT_HEADS[independent] is not None:
+        aux_head['independent_head'] = INDEPENDENT_HEADS[independent]
+    aux_head.update(kwargs.pop('aux', {}))
+    cfg = dict(
+        type='MLAANImageClassifier',
+        backbone=dict(type='LocalCifarResNet', depth=32, base_channels=8),
+        aux_head=aux_head,
+        num_classes=NUM_CLASSES,
+        image_size=IMAGE_SIZE,
+        span=span)
+    cfg.update(kwargs)
+    return cfg
+
+
+_CACHE: Dict[str, nn.Module] = {}
+
+
+def build(span: int = 2, independent: str = 'mlaan',
+          **kwargs) -> MLAANImageClassifier:
+    """A fresh copy of the (cached) model, in train mode."""
+    key = f'{span}{independent}{sorted(kwargs.items())}'
+    if key not in _CACHE:
+        torch.manual_seed(0)
+        _CACHE[key] = MODELS.build(model_cfg(span, independent, **kwargs))
+    model = copy.deepcopy(_CACHE[key])
+    model.train()
+    return model
+
+
+def make_batch(seed: int, num: int = 4) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    inputs = [
+        torch.randint(0, 256, (3, IMAGE_SIZE, IMAGE_SIZE),
+                      dtype=torch.uint8, generator=gen) for _ in range(num)
+    ]
+    labels = torch.randint(0, NUM_CLASSES, (num, ), generator=gen)
+    samples = [ClsDataSample().set_gt_label(int(y)) for y in labels]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def sgd(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+        weight_decay=1e-4)
+
+
+def assert_same_state(model: nn.Module, ref: nn.Module) -> None:
+    ref_state = ref.state_dict()
+    state = model.state_dict()
+    assert list(state) == list(ref_state)
+    for name, value in state.items():
+        torch.testing.assert_close(
+            value, ref_state[name], rtol=2e-6, atol=1e-7,
+            msg=lambda m, n=name: f'{n}: {m}')
+
+
+def lams(model: MLAANImageClassifier) -> List[LeapAugmentedModule]:
+    return [aux.lam for aux in model.aux_heads if aux.lam is not None]
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def num_ema(lam: LeapAugmentedModule) -> int:
+    return sum(t.numel() for t in lam.ema_state().values())
+
+
+# ---------------------------------------------------------------- structure
+def test_structure_and_ema_storage():
+    model = build(span=2)
+    assert model.num_modules == 15 and model.num_aux == 14
+    # the stem joins the first block's module
+    assert model.module_ranges[:3] == [(0, 1), (2, 2), (3, 3)]
+    assert model.last_step == list(range(1, 15)) + [14]
+    assert not model.aux_heads[0].has_loss
+    assert list(model.aux_heads[0].parameters()) == []
+    assert model.aux_heads[0].lam is None
+    table = MLAAN_LEAP_LAYERS['resnet32']
+    backbone = model.backbone
+    for i, aux in enumerate(model.aux_heads[1:], start=1):
+        assert aux.has_loss and aux.lam.layer_names == table[i]
+        # leap blocks are shaped like their primary layers, but fresh
+        for name, block in zip(table[i], aux.lam.blocks):
+            primary = backbone.get_submodule(name)
+            assert (block.inplanes, block.planes, block.stride) == (
+                primary.inplanes, primary.planes, primary.stride)
+            assert (block.downsample is None) == (primary.downsample is None)
+        assert aux.lam.ema_source == table[i][0]
+        primary = backbone.get_submodule(table[i][0])
+        assert not torch.equal(aux.lam.ema.conv1.weight,
+                               primary.conv1.weight)
+
+    # EMA twins: no parameters (so no gradient, no optimizer state) but
+    # saved in the state dict
+    state = model.state_dict()
+    param_ids = {id(p) for p in model.parameters()}
+    for j, lam in enumerate(lams(model), start=1):
+        assert list(lam.ema.parameters()) == []
+        for name, tensor in lam.ema_state().items():
+            assert not tensor.requires_grad and id(tensor) not in param_ids
+            assert f'aux_heads.{j}.lam.ema.{name}' in state
+    optimizer = sgd(model)
+    optimized = {id(p) for g in optimizer.param_groups for p in g['params']}
+    assert not optimized & {
+        id(t) for lam in lams(model) for t in lam.ema_state().values()
+    }
+
+
+def test_r34_leap_modules_and_param_counts():
+    """ALGORITHMS.md section 6(b): MLAAN K=16 after layer1.2 (module 2)."""
+    with torch.device('meta'):
+        model = MODELS.build(
+            dict(
+                type='MLAANImageClassifier',
+                backbone=dict(type='LocalResNet', depth=34),
+                aux_head=dict(type='MLAANAuxHead'),
+                span=3))
+    assert model.num_modules == 16
+    assert model.module_ranges[0] == (0, 1)  # stem + layer1.0
+    assert num_params(model.backbone) + num_params(model.head) == 21797672
+    table = MLAAN_LEAP_LAYERS['resnet34']
+    assert table[13] == ['layer4.1', 'layer4.1', 'layer4.2']
+    # modules 0 and 1 have no loss: nothing is built for them
+    assert [num_params(aux) for aux in model.aux_heads[:2]] == [0, 0]
+    for i in range(2, 15):
+        assert model.aux_heads[i].lam.layer_names == table[i]
+    aux = model.aux_heads[2]
+    assert aux.lam.layer_names == [
+        'layer2.0', 'layer2.1', 'layer3.0', 'layer4.0', 'layer4.2'
+    ]
+    assert num_params(aux.lam.blocks) == 9838336
+    assert num_params(aux.lam.fc) == 513000
+    assert num_params(aux.independent) == 81768
+    assert num_ema(aux.lam) == 230144
+    # the independent head by width (64, 128: two 1x1 convs; 256, 512: FC)
+    widths = {3: 195304, 7: 257000, 14: 513000}
+    for i, count in widths.items():
+        assert num_params(model.aux_heads[i].independent) == count
+    assert sum(num_params(a) for a in model.aux_heads) == 139420688
+    assert sum(num_ema(lam) for lam in lams(model)) == 17937152
+
+
+def test_cifar_r32_param_counts():
+    """ALGORITHMS.md section 6(a): MLAAN R32 K=15, module 1 (span 2)."""
+    with torch.device('meta'):
+        model = MODELS.build(
+            dict(
+                type='MLAANImageClassifier',
+                backbone=dict(type='LocalCifarResNet', depth=32),
+                num_classes=10,
+                image_size=32,
+                span=2))
+    aux = model.aux_heads[1]
+    assert num_params(aux.lam) == 220874  # blocks + FC 64 -> 10
+    assert num_params(aux.independent) == 170  # AP + FC 16 -> 10
+    assert num_ema(aux.lam) == 14528  # twin of layer2.0
+
+
+@pytest.mark.parametrize('depth,backbone,span', [(110, 'LocalCifarResNet', 2),
+                                                 (101, 'LocalResNet', 3)])
+def test_other_tables_build(depth, backbone, span):
+    with torch.device('meta'):
+        model = MODELS.build(
+            dict(
+                type='MLAANImageClassifier',
+                backbone=dict(type=backbone, depth=depth),
+                num_classes=10,
+                span=span))
+    table = MLAAN_LEAP_LAYERS[f'resnet{depth}']
+    assert model.num_aux == len(table)
+    assert len(lams(model)) == model.num_aux - span + 1
+    for aux in model.aux_heads[span - 1:]:
+        assert aux.lam.layer_names == table[aux.module_index]
+
+
+def test_errors():
+    with pytest.raises(TypeError, match='independent_head'):
+        MODELS.build(model_cfg(aux_head=dict(type='DGLAuxHead')))
+    with pytest.raises(ValueError, match='rule'):
+        MODELS.build(model_cfg(rule='bp'))
+    with pytest.raises(KeyError, match='leap_layers'):
+        MODELS.build(
+            model_cfg(backbone=dict(type='LocalCifarResNet', depth=20)))
+    specs = build().layer_specs
+    with pytest.raises(KeyError, match='split_points'):
+        mlaan_leap_layers(specs, num_aux=15)
+    bad = [['layer3.1']] * 14  # 64-channel block after 8-channel features
+    with pytest.raises(ValueError, match='channels'):
+        MODELS.build(model_cfg(aux=dict(leap_layers=bad)))
+    with pytest.raises(TypeError, match='LocalOptimWrapper'):
+        model = build()
+        model.train_step(make_batch(0), OptimWrapper(sgd(model)))
+
+
+# ------------------------------------------------------- gradient routing
+def _module_names(model: MLAANImageClassifier) -> List[Set[str]]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [{names[id(p)] for p in module.parameters()}
+            for module in model.local_modules()]
+
+
+@pytest.mark.parametrize('span', [2, 3])
+def test_gradient_routing(span):
+    """Each stream's loss reaches exactly the parameters ALGORITHMS.md
+    section 5 says, and every parameter is reported to grads_ready once,
+    after the last loss that reaches it."""
+    model = build(span=span)
+    data = model.data_preprocessor(make_batch(3), True)
+    batch = model._aux_batch(data['inputs'], data['data_samples'])
+    steps = list(model._local_steps(data['inputs'], batch))
+    num_modules = model.num_modules
+    assert [s.index for s in steps] == list(range(span - 1, num_modules))
+
+    params = OrderedDict(model.named_parameters())
+    names = {id(p): n for n, p in params.items()}
+    modules = _module_names(model)
+    head = {n for n in params if n.startswith('head.')}
+    last_reach: Dict[str, int] = {}
+    for step in steps:
+        i = step.index
+        first = max(0, i - span + 1)
+        cascade = set().union(*modules[first:i + 1])
+        if i < num_modules - 1:
+            aux = f'aux_heads.{i}.'
+            expected = dict(
+                loss_x_ce=modules[i] | {
+                    n for n in params if n.startswith(aux + 'independent.')
+                },
+                loss_y_ce=cascade | {
+                    n for n in params if n.startswith(aux + 'lam.')
+                })
+        else:
+            expected = dict(
+                loss_x_ce=modules[i] | head, loss_y_ce=cascade | head)
+        assert set(step.losses) == set(expected)
+        for part, value in step.losses.items():
+            grads = torch.autograd.grad(
+                value, list(params.values()), retain_graph=True,
+                allow_unused=True)
+            reached = {n for n, g in zip(params, grads) if g is not None}
+            assert reached == expected[part], (i, part)
+            for name in reached:
+                last_reach[name] = i
+        # the stem learns only through the first cascade
+        assert ('backbone.conv1.weight' in expected['loss_y_ce']) == (
+            i == span - 1)
+
+    reported = Counter(names[id(p)] for s in steps for p in s.ready)
+    assert set(reported) == set(params) and set(reported.values()) == {1}
+    for step in steps:
+        for p in step.ready:
+            assert last_reach[names[id(p)]] == step.index
+
+
+def test_graph_freed_after_each_step():
+    """When step i back-propagates, nothing saved by an earlier step is
+    alive: each step's graph is freed by its own backward."""
+    model = build(span=3)
+    held: List[tuple] = []  # (step, weakref to a saved tensor holder)
+    current = [0]
+    violations = []
+
+    class Holder:
+        __slots__ = ('tensor', '__weakref__')
+
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+    def pack(tensor):
+        holder = Holder(tensor)
+        held.append((current[0], weakref.ref(holder)))
+        return holder
+
+    class Watch(LocalOptimWrapper):
+
+        def backward(self, loss, **kwargs):
+            alive = {s for s, ref in held if ref() is not None}
+            if alive - {current[0]}:
+                violations.append((current[0], alive))
+            super().backward(loss, **kwargs)
+            current[0] += 1
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda h: h.tensor):
+        model.train_step(make_batch(5), Watch(sgd(model)))
+    assert current[0] == model.num_modules - 2
+    assert not violations
+
+
+# ------------------------------------------------- equivalence to reference
+def reference_update(model: MLAANImageClassifier, batches: List[dict]) -> None:
+    """The reference: summed losses of every batch, one backward each
+    (divided by the number of batches), one SGD step, one EMA update."""
+    optimizer = sgd(model)
+    for data in batches:
+        data = model.data_preprocessor(data, True)
+        loss, _ = model.parse_losses(model(**data, mode='loss'))
+        (loss / len(batches)).backward()
+    optimizer.step()
+    model.update_ema()
+
+
+@pytest.mark.parametrize('span,independent,accumulative_counts', [
+    (2, 'mlaan', 1),
+    (3, 'mlaan', 2),
+    (3, 'dgl', 1),
+    (2, 'infopro', 1),
+])
+def test_train_step_equals_reference(span, independent, accumulative_counts):
+    model = build(span, independent)
+    ref = copy.deepcopy(model)
+    before = {
+        k: v.clone()
+        for k, v in model.state_dict().items() if '.lam.ema.' in k
+    }
+    wrapper = LocalOptimWrapper(
+        sgd(model), accumulative_counts=accumulative_counts)
+    batches = [make_batch(10 + it) for it in range(accumulative_counts)]
+    for data in batches:
+        log_vars = model.train_step(data, wrapper)
+    reference_update(ref, batches)
+    assert all(p.grad is None for p in model.parameters())
+    assert_same_state(model, ref)
+    # the twins did move
+    state = model.state_dict()
+    assert not any(torch.equal(state[k], v) for k, v in before.items()
+                   if k.endswith('conv1.weight'))
+
+    loss_keys = [k for k in log_vars if k.startswith('loss_')]
+    assert len(loss_keys) == model.num_modules - span + 1
+    torch.testing.assert_close(
+        log_vars['loss'], sum(log_vars[k] for k in loss_keys))
+    last = model._tags[-1]
+    assert {f'{last}_x_ce', f'{last}_y_ce', f'acc_{last}'} <= set(log_vars)
+
+
+def test_layerwise_wrapper_matches():
+    """A parameter reported too early would be updated before its last
+    gradient arrives: per-module updates must give the same weights."""
+    model, ref = build(span=3), build(span=3)
+    wrapper = LayerwiseLocalOptimWrapper(sgd(model))
+    model.train_step(make_batch(20), wrapper)
+    assert wrapper.num_layerwise_steps == 0  # reset at the end
+    ref.train_step(make_batch(20), LocalOptimWrapper(sgd(ref)))
+    assert_same_state(model, ref)
+
+
+# --------------------------------------------------------------------- EMA
+class EMASpy:
+    """Counts update_ema calls per leap module and records the twin and
+    the primary layer just before each update."""
+
+    def __init__(self):
+        self.calls: Counter = Counter()
+        self.before: Dict[int, Dict[str, torch.Tensor]] = {}
+        self.original = LeapAugmentedModule.update_ema
+
+    def __call__(self, lam, source):
+        self.calls[id(lam)] += 1
+        self.before[id(lam)] = {
+            k: v.clone()
+            for k, v in lam.ema.state_dict().items()
+        }
+        return self.original(lam, source)
+
+
+@pytest.mark.parametrize('ema_buffers', [False, True])
+def test_ema_update_formula_once_per_iteration(ema_buffers):
+    model = build(span=2, aux=dict(ema_momentum=0.9, ema_buffers=ema_buffers))
+    spy = EMASpy()
+    wrapper = LocalOptimWrapper(sgd(model), accumulative_counts=2)
+    with mock.patch.object(LeapAugmentedModule, 'update_ema', autospec=True,
+                           side_effect=spy):
+        # accumulating iteration: no update, so no EMA step
+        ema = {id(lam): copy.deepcopy(lam.ema.state_dict())
+               for lam in lams(model)}
+        model.train_step(make_batch(30), wrapper)
+        assert not spy.calls
+        # updating iteration: every twin exactly once, after the step
+        model.train_step(make_batch(31), wrapper)
+    assert set(spy.calls) == {id(lam) for lam in lams(model)}
+    assert set(spy.calls.values()) == {1}
+    for lam in lams(model):
+        source = model.backbone.get_submodule(lam.ema_source)
+        primary = dict(source.named_parameters())
+        if ema_buffers:
+            primary.update(source.named_buffers())
+        before, after = spy.before[id(lam)], lam.ema.state_dict()
+        for name, value in after.items():
+            if name in primary and value.is_floating_point():
+                expected = 0.9 * before[name] + 0.1 * primary[name].detach()
+                torch.testing.assert_close(value, expected)
+            elif name in primary:  # num_batches_tracked is copied
+                assert torch.equal(value, primary[name])
+            else:  # own running statistics (updated by its forward)
+                assert name.startswith(('bn', 'downsample.1')) and \
+                    not ema_buffers
+        # the accumulating iteration left the averaged tensors alone
+        for name in lam.ema_param_names:
+            assert torch.equal(before[name], ema[id(lam)][name])
+
+
+def test_resume_restores_ema_exactly():
+    """Train 3 iterations, or 2 + save + load into a differently seeded
+    model + 1: identical weights, BN statistics and EMA twins."""
+    straight = build(span=2)
+    wrapper = LocalOptimWrapper(sgd(straight))
+    for it in range(3):
+        straight.train_step(make_batch(40 + it), wrapper)
+
+    first = build(span=2)
+    wrapper = LocalOptimWrapper(sgd(first))
+    for it in range(2):
+        first.train_step(make_batch(40 + it), wrapper)
+    buffer = io.BytesIO()
+    torch.save(
+        dict(state_dict=first.state_dict(), optimizer=wrapper.state_dict()),
+        buffer)
+
+    torch.manual_seed(123)
+    resumed = MODELS.build(model_cfg(span=2)).train()
+    assert not torch.equal(resumed.aux_heads[1].lam.ema.conv1.weight,
+                           first.aux_heads[1].lam.ema.conv1.weight)
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=False)
+    resumed.load_state_dict(checkpoint['state_dict'], strict=True)
+    wrapper = LocalOptimWrapper(sgd(resumed))
+    wrapper.load_state_dict(checkpoint['optimizer'])
+    loaded = resumed.state_dict()
+    for key, value in first.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+    resumed.train_step(make_batch(42), wrapper)
+    expected = straight.state_dict()
+    for key, value in resumed.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+
+# ----------------------------------------------------- inference and export
+def test_predict_flops_and_export(tmp_path):
+    model = build(span=3).eval()
+    results = model.val_step(make_batch(50))
+    labels = results[0].aux_pred_labels
+    assert labels.shape == (model.num_aux, )
+    assert labels[:2].tolist() == [-1, -1]  # modules without a loss
+    assert (labels[2:] >= 0).all()
+
+    report = count_forward_flops(model, IMAGE_SIZE)
+    assert report.aux[:2] == [0., 0.] and all(f > 0 for f in report.aux[2:])
+
+    # the export holds the backbone alone: no leap modules, no EMA twins
+    meta = export_backbone(
+        model.state_dict(), str(tmp_path),
+        dict(backbone=dict(type='LocalCifarResNet', depth=32)))
+    exported = torch.load(
+        tmp_path / 'backbone.pth', weights_only=True)['state_dict']
+    plain = MODELS.build(
+        dict(type='LocalCifarResNet', depth=32, base_channels=8))
+    assert list(exported) == list(plain.state_dict())
+    plain.load_state_dict(exported, strict=True)
+    assert 'backbone.pth' in meta['files']
+
+
+def test_r34_train_step_smoke():
+    """The ImageNet ResNet-34 layout (span 3, its leap table) at 32x32."""
+    torch.manual_seed(0)
+    model = MODELS.build(
+        dict(
+            type='MLAANImageClassifier',
+            backbone=dict(type='LocalResNet', depth=34, base_channels=8),
+            aux_head=dict(type='MLAANAuxHead'),
+            num_classes=NUM_CLASSES,
+            image_size=32,
+            span=3))
+    model.init_weights()
+    # the classifier's init_weights reaches the leap blocks and twins
+    lam = model.aux_heads[2].lam
+    assert torch.count_nonzero(lam.blocks[0].bn2.weight) == 0
+    assert torch.count_nonzero(lam.ema.bn2.weight) == 0
+    gen = torch.Generator().manual_seed(0)
+    data = dict(
+        inputs=[
+            torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8,
+                          generator=gen) for _ in range(4)
+        ],
+        data_samples=[ClsDataSample().set_gt_label(i) for i in range(4)])
+    log_vars = model.train_step(data, LocalOptimWrapper(sgd(model)))
+    assert torch.isfinite(log_vars['loss'])
+    assert 'loss_l02' in log_vars and 'loss_l01' not in log_vars
+
+
+# ---------------------------------------------------------------------- DDP
+WORLD_SIZE = 2
+GLOBAL_BATCH = 4
+NUM_ITERS = 2
+
+
+def ddp_model(seed: int) -> nn.Module:
+    """MLAAN (span 2) with frozen, non-trivial BN and an unused parameter.
+    """
+    torch.manual_seed(seed)
+    model = MODELS.build(model_cfg(span=2))
+    model.unused = nn.Parameter(torch.zeros(3))
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+            module.eval()
+    return model
+
+
+def ddp_train(model: nn.Module, step_model: nn.Module, rank: int = 0,
+              world_size: int = 1) -> List[dict]:
+    per_rank = GLOBAL_BATCH // world_size
+    wrapper = LocalOptimWrapper(sgd(model))
+    reports = []
+    for it in range(NUM_ITERS):
+        data = make_batch(60 + it)
+        data = {k: v[rank * per_rank:(rank + 1) * per_rank]
+                for k, v in data.items()}
+        step_model.train_step(data, wrapper)
+        reports.append(copy.deepcopy(getattr(step_model, 'last_reduction',
+                                             {})))
+    return reports
+
+
+def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.setdefault('GLOO_SOCKET_IFNAME', 'lo')
+    dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+        world_size=WORLD_SIZE)
+    try:
+        model = ddp_model(seed=rank)  # rank 1 starts different
+        ddp = MODEL_WRAPPERS.build(
+            dict(type='LocalDistributedDataParallel', module=model))
+        reports = ddp_train(model, ddp, rank, WORLD_SIZE)
+        torch.save(
+            dict(state=model.state_dict(), reports=reports),
+            os.path.join(out_dir, f'rank{rank}.pth'))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_each_parameter_reduced_once(tmp_path):
+    mp.spawn(
+        _ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE,
+        join=True)
+    results = [
+        torch.load(tmp_path / f'rank{r}.pth', weights_only=False)
+        for r in range(WORLD_SIZE)
+    ]
+    ref = ddp_model(seed=0)
+    ddp_train(ref, ref)
+    # replicas (EMA twins included) are identical and equal one process
+    for name, value in results[0]['state'].items():
+        assert torch.equal(value, results[1]['state'][name]), name
+        torch.testing.assert_close(
+            value, ref.state_dict()[name], rtol=1e-5, atol=1e-6,
+            msg=lambda m, n=name: f'{n}: {m}')
+    trainable = {n for n, p in ref.named_parameters() if p.requires_grad}
+    num_steps = ref.num_modules - ref.span + 1
+    for result in results:
+        for report in result['reports']:
+            assert set(report['counts']) == trainable
+            assert set(report['counts'].values()) == {1}
+            assert report['late'] == ['unused']
+            assert report['num_buckets'] == num_steps + 1
