@@ -198,3 +198,17 @@ def test_converter_function_and_cli(local_model, tmp_path):
         done.stderr
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         export_checkpoint(str(tmp_path / 'missing.pth'))
+
+
+def test_subclasses_of_the_classifier_are_exportable():
+    from auglocal_det.engine.hooks.export_backbone_hook import (
+        _is_local_classifier,
+        describe_model,
+    )
+    assert _is_local_classifier('LocalImageClassifier')
+    assert _is_local_classifier('MLAANImageClassifier')
+    assert not _is_local_classifier('MaskRCNN')
+    # MLAAN's first heads have no parameters: K comes from the last head
+    weights = {f'aux_heads.{j}.fc.weight': torch.zeros(1) for j in (2, 14)}
+    info = describe_model(dict(type='MLAANImageClassifier'), weights)
+    assert info['num_local_modules'] == 16

@@ -28,7 +28,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
-from auglocal_det.registry import HOOKS
+from auglocal_det.registry import HOOKS, MODELS
 
 from .file_utils import save_json_atomic, save_torch_atomic, sha256_file
 
@@ -173,6 +173,16 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
+def _is_local_classifier(model_type: Optional[str]) -> bool:
+    """Whether ``model_type`` names ``LocalImageClassifier`` or a
+    subclass (e.g. ``MLAANImageClassifier``); None counts as yes."""
+    if model_type is None:
+        return True
+    from auglocal_det.models.classifiers import LocalImageClassifier
+    cls = MODELS.get(model_type)
+    return isinstance(cls, type) and issubclass(cls, LocalImageClassifier)
+
+
 def describe_model(model_cfg: Optional[dict],
                    state_dict: Dict[str, Any]) -> Dict[str, Any]:
     """Training-rule facts for ``backbone.json`` from a config + weights.
@@ -183,8 +193,8 @@ def describe_model(model_cfg: Optional[dict],
 
     Returns:
         dict: ``backbone`` (type and depth), ``rule``, ``aux_head``,
-        ``aux_depth``, ``num_local_modules`` (K, counted from the auxiliary
-        heads in the weights) and ``num_classes``.
+        ``aux_depth``, ``num_local_modules`` (K: one more than the index of
+        the last auxiliary head in the weights) and ``num_classes``.
     """
     model_cfg = dict(model_cfg or {})
     backbone_cfg = dict(model_cfg.get('backbone') or {})
@@ -206,7 +216,7 @@ def describe_model(model_cfg: Optional[dict],
         aux_pyramid=aux_cfg.get('pyramid') if aux_cfg else None,
         aux_tau=aux_cfg.get('tau') if aux_cfg.get('pyramid') else None,
         split_points=_json_safe(model_cfg.get('split_points')),
-        num_local_modules=len(aux_ids) + 1,
+        num_local_modules=max((int(i) for i in aux_ids), default=-1) + 2,
         num_classes=int(fc.shape[0]) if fc is not None else None)
 
 
@@ -330,12 +340,13 @@ def export_checkpoint(checkpoint_path: str,
     meta = checkpoint.get('meta') or {}
     cfg = _config_from_meta(meta)
     model_cfg = cfg.get('model') if cfg is not None else None
-    if model_cfg is not None and model_cfg.get('type') not in (
-            None, 'LocalImageClassifier'):
+    if model_cfg is not None and not _is_local_classifier(
+            model_cfg.get('type')):
         raise NotAClassifierCheckpointError(
             f'{source} was trained with model type '
-            f'{model_cfg.get("type")!r}; only LocalImageClassifier '
-            f'checkpoints have a backbone to export this way')
+            f'{model_cfg.get("type")!r}; only checkpoints of '
+            f'LocalImageClassifier and its subclasses have a backbone to '
+            f'export this way')
     info = describe_model(model_cfg, state_dict)
     top1 = _last_val_top1(checkpoint)
     info.update(
