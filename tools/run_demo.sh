@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The whole pipeline on embedded synthetic data, on a CPU in minutes:
-# set up the environment if needed, generate the data sets if missing,
-# pretrain ResNet-34 with AugLocal, export the backbone and fine-tune
-# Mask R-CNN from it. Options are passed on to tools/demo.py (--help).
+# The pretraining pipeline on embedded synthetic data, on a CPU in minutes:
+# set up the environment if needed, generate the data set if missing,
+# pretrain ResNet-34 with AugLocal, export the backbone and report val
+# top-1. Options are passed on to tools/demo.py (--help); the detection
+# stage is tools/demo_det.py.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
