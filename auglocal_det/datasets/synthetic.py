@@ -25,6 +25,7 @@ import json
 import os
 import os.path as osp
 import shutil
+import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -44,6 +45,8 @@ IMAGENET_SHAPE_CLASSES = ('checker', 'circle', 'cross', 'ring', 'square',
 COCO_SHAPE_CLASSES = ('circle', 'square', 'triangle', 'star', 'cross')
 
 STAMP = 'synthetic.json'
+#: Bumped whenever the drawing changes, so that old data are regenerated.
+GENERATOR_VERSION = 1
 _SPLIT_IDS = {'train': 0, 'val': 1, 'test': 2}
 _SUPERSAMPLE = 2  # draw at 2x and shrink: anti-aliased edges
 
@@ -69,7 +72,7 @@ def _contrasting_colour(rng: np.random.Generator,
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """An HxWx3 float32 background: solid, linear gradient or colour noise."""
-    kind = rng.choice(3, p=(0.4, 0.4, 0.2))
+    kind = rng.choice(3, p=(0.5, 0.35, 0.15))
     if kind == 0:
         img = np.broadcast_to(_random_colour(rng), (size, size, 3)).copy()
     elif kind == 1:
@@ -264,11 +267,32 @@ def _prepare_root(root: str) -> str:
     return staging
 
 
-def _publish(staging: str, root: str) -> None:
-    """Replace ``root`` by the finished staging folder."""
+def _publish(staging: str, root: str, stamp: dict) -> None:
+    """Replace ``root`` by the finished staging folder.
+
+    If another process has meanwhile published the same data set (same
+    stamp), its copy is kept, so that readers of ``root`` are not
+    disturbed; an older set is moved aside before the swap and deleted
+    after it.
+    """
+    if _read_stamp(root) == stamp:
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    old = None
     if osp.exists(root):
-        shutil.rmtree(root)
+        old = f'{staging}.old'
+        os.replace(root, old)
     os.replace(staging, root)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _progress_bar(total: int, progress: bool) -> Optional[ProgressBar]:
+    """A progress bar on a terminal only (a log file would get one line per
+    image)."""
+    if progress and sys.stdout.isatty():
+        return ProgressBar(total)
+    return None
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -308,7 +332,8 @@ def generate_imagenet_shapes(root: str,
         classes (Sequence[str]): Subset of :data:`IMAGENET_SHAPE_CLASSES`,
             in label order. Defaults to all eight (sorted).
         quality (int): JPEG quality. Defaults to 90.
-        progress (bool): Show a progress bar. Defaults to True.
+        progress (bool): Show a progress bar (on a terminal). Defaults to
+            True.
 
     Returns:
         dict: The stamp (arguments, class list and image counts).
@@ -321,6 +346,7 @@ def generate_imagenet_shapes(root: str,
         raise ValueError(f'image_size must be >= 16, got {image_size}')
     stamp = dict(
         kind='imagenet_shapes',
+        version=GENERATOR_VERSION,
         num_train_per_class=int(num_train_per_class),
         num_val_per_class=int(num_val_per_class),
         image_size=int(image_size),
@@ -335,7 +361,7 @@ def generate_imagenet_shapes(root: str,
             os.makedirs(osp.join(staging, split, name))
             for i in range(per_class):
                 jobs.append((split, label, name, i))
-    bar = ProgressBar(len(jobs)) if progress else None
+    bar = _progress_bar(len(jobs), progress)
     lines: Dict[str, List[str]] = {'train': [], 'val': []}
     for split, label, name, i in jobs:
         # one generator per image: independent of order and of the other
@@ -358,7 +384,7 @@ def generate_imagenet_shapes(root: str,
         f.write('\n'.join(classes) + '\n')
     stamp['num_images'] = {k: len(v) for k, v in lines.items()}
     _write_json(osp.join(staging, STAMP), stamp)
-    _publish(staging, root)
+    _publish(staging, root, stamp)
     return stamp
 
 
@@ -450,7 +476,8 @@ def generate_coco_shapes(root: str,
         min_objects (int): Fewest shapes per image. Defaults to 1.
         max_objects (int): Most shapes per image. Defaults to 4.
         quality (int): JPEG quality. Defaults to 90.
-        progress (bool): Show a progress bar. Defaults to True.
+        progress (bool): Show a progress bar (on a terminal). Defaults to
+            True.
 
     Returns:
         dict: The stamp (arguments and counts of images and instances).
@@ -462,6 +489,7 @@ def generate_coco_shapes(root: str,
         raise ValueError(f'image_size must be >= 32, got {image_size}')
     stamp = dict(
         kind='coco_shapes',
+        version=GENERATOR_VERSION,
         num_train=int(num_train),
         num_val=int(num_val),
         image_size=int(image_size),
@@ -476,7 +504,7 @@ def generate_coco_shapes(root: str,
         dict(id=i + 1, name=name, supercategory='shape')
         for i, name in enumerate(COCO_SHAPE_CLASSES)
     ]
-    bar = ProgressBar(num_train + num_val) if progress else None
+    bar = _progress_bar(num_train + num_val, progress)
     counts = {}
     for split, num in (('train', num_train), ('val', num_val)):
         os.makedirs(osp.join(staging, split))
@@ -531,7 +559,7 @@ def generate_coco_shapes(root: str,
         print()
     stamp['counts'] = counts
     _write_json(osp.join(staging, STAMP), stamp)
-    _publish(staging, root)
+    _publish(staging, root, stamp)
     return stamp
 
 
@@ -574,4 +602,5 @@ def _stamp_args(generator: Callable[..., dict], kwargs: dict) -> dict:
             'coco_shapes' if generator is generate_coco_shapes else None)
     if kind is not None:
         args['kind'] = kind
+        args['version'] = GENERATOR_VERSION
     return args

@@ -113,5 +113,5 @@ class Accuracy(BaseMetric):
                 continue
             # fewer classes than k: every class is in the top k
             correct = hits[:, :min(k, width)].any(dim=1)
-            metrics[f'top{k}'] = correct.float().mean().item() * 100.
+            metrics[f'top{k}'] = correct.double().mean().item() * 100.
         return metrics

@@ -82,7 +82,7 @@ class LayerwiseAccuracy(BaseMetric):
                              f'different lengths {sorted(lengths)}')
         labels = torch.tensor([r[0] for r in results])
         preds = torch.stack([r[1] for r in results])
-        acc = (preds == labels[:, None]).float().mean(0) * 100.
+        acc = (preds == labels[:, None]).double().mean(0) * 100.
         # a head without a classifier predicts -1 everywhere: no accuracy
         has_classifier = (preds >= 0).any(0)
         width = max(2, len(str(len(acc) - 1)))

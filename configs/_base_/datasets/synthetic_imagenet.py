@@ -19,7 +19,7 @@ synthetic_data = dict(
 
 train_pipeline = [
     dict(type='LoadImageTensor'),
-    dict(type='RandomResizedCropTensor', size=32, scale=(0.35, 1.0)),
+    dict(type='RandomResizedCropTensor', size=32, scale=(0.6, 1.0)),
     dict(type='RandomFlipTensor', prob=0.5),
     dict(type='PackClsInputs'),
 ]
@@ -31,7 +31,7 @@ test_pipeline = [
 ]
 
 train_dataloader = dict(
-    batch_size=32,
+    batch_size=16,
     num_workers=2,
     persistent_workers=True,
     pin_memory=False,
