@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The pretraining pipeline on embedded synthetic data, on a CPU in minutes:
-# set up the environment if needed, generate the data set if missing,
-# pretrain ResNet-34 with AugLocal, export the backbone and report val
-# top-1. Options are passed on to tools/demo.py (--help); the detection
-# stage is tools/demo_det.py.
+# The whole pipeline on embedded synthetic data, on a CPU: set up the
+# environment if needed, generate the data sets if missing, pretrain
+# ResNet-34 with AugLocal and with BP, export the backbones, fine-tune
+# Mask R-CNN from each export and from random init, evaluate with mmdet's
+# CocoMetric and print the model-zoo table. Options are passed on to
+# tools/demo.py (--help).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"

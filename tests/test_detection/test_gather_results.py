@@ -46,7 +46,9 @@ def _work_dir(root, name, init_cfg, epochs=12):
 def test_collect_prefers_test_results(gather, tmp_path):
     export = tmp_path / 'export'
     export.mkdir()
-    (export / 'backbone.json').write_text(json.dumps(dict(rule='auglocal')))
+    # what ExportBackboneHook records for a local rule
+    (export / 'backbone.json').write_text(
+        json.dumps(dict(rule='local', aux_head='AugLocalAuxHead')))
     init_cfg = repr(dict(type='Pretrained',
                          checkpoint=str(export / 'backbone.pth')))
     # the top-level dump is overwritten by tools/test.py runs, which lack

@@ -15,6 +15,8 @@ COCO_CONFIGS = {
     'work_dirs/auglocal_r34_imagenet/export/backbone.pth',
     'configs/mask_rcnn_bp_r34_coco.py':
     'work_dirs/bp_r34_imagenet/export/backbone.pth',
+    'configs/mask_rcnn_mlaan_r34_coco.py':
+    'work_dirs/mlaan_r34_imagenet/export/backbone.pth',
 }
 DEMO_CONFIG = 'configs/demo/mask_rcnn_r34_synthetic.py'
 

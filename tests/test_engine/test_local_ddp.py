@@ -10,23 +10,24 @@ running statistics, so each sample is processed independently of the
 others and the batch split cannot change the result.
 """
 import copy
-import os
-import socket
 from typing import List
 from unittest import mock
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
+from common_utils import (
+    build_ddp_model,
+    run_gloo_processes,
+    sgd,
+    wrap_local_ddp,
+)
 from mmengine.optim import OptimWrapper
-from torch.nn.modules.batchnorm import _BatchNorm
 
 import auglocal_det  # noqa: F401  (registers the components)
 from auglocal_det.engine.model_wrappers import LocalDistributedDataParallel
 from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
-from auglocal_det.registry import MODEL_WRAPPERS, MODELS
 from auglocal_det.structures import ClsDataSample
 
 WORLD_SIZE = 2
@@ -35,25 +36,20 @@ GLOBAL_BATCH = 4
 
 
 def build_model(seed: int) -> nn.Module:
-    """Tiny AugLocal (d=2) classifier with frozen, non-trivial BN."""
-    torch.manual_seed(seed)
-    model = MODELS.build(
+    """Tiny AugLocal (d=2) classifier with frozen, non-trivial BN.
+
+    It has a parameter ``unused`` that no loss reaches (see
+    ``build_ddp_model``).
+    """
+    return build_ddp_model(
         dict(
             type='LocalImageClassifier',
             backbone=dict(type='LocalCifarResNet', depth=20,
                           base_channels=8),
             aux_head=dict(type='AugLocalAuxHead', depth=2),
             num_classes=5,
-            image_size=16))
-    # a trainable parameter that no loss reaches: its gradient must stay
-    # None on every rank, and the wrapper reduces it at the step
-    model.unused = nn.Parameter(torch.zeros(3))
-    for module in model.modules():
-        if isinstance(module, _BatchNorm):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-            module.eval()
-    return model
+            image_size=16),
+        seed)
 
 
 def make_batch(it: int, start: int = 0, stop: int = GLOBAL_BATCH) -> dict:
@@ -65,12 +61,6 @@ def make_batch(it: int, start: int = 0, stop: int = GLOBAL_BATCH) -> dict:
     labels = torch.randint(0, 5, (GLOBAL_BATCH, ), generator=gen).tolist()
     samples = [ClsDataSample().set_gt_label(y) for y in labels]
     return dict(inputs=inputs[start:stop], data_samples=samples[start:stop])
-
-
-def sgd(model: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(
-        model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
-        weight_decay=1e-4)
 
 
 def train(model: nn.Module, step_model: nn.Module, rank: int = 0,
@@ -91,39 +81,16 @@ def train(model: nn.Module, step_model: nn.Module, rank: int = 0,
     return reports
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.setdefault('GLOO_SOCKET_IFNAME', 'lo')
-    dist.init_process_group(
-        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
-        world_size=WORLD_SIZE)
-    try:
-        model = build_model(seed=rank)  # rank 1 starts different
-        ddp = MODEL_WRAPPERS.build(
-            dict(type='LocalDistributedDataParallel', module=model))
-        reports = train(model, ddp, rank, WORLD_SIZE)
-        torch.save(
-            dict(state=model.state_dict(), reports=reports,
-                 unused_grad=model.unused.grad),
-            os.path.join(out_dir, f'rank{rank}.pth'))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
+def _worker(rank: int) -> dict:
+    """One process of the gloo group (see ``run_gloo_processes``)."""
+    model = build_model(seed=rank)  # rank 1 starts different
+    reports = train(model, wrap_local_ddp(model), rank, WORLD_SIZE)
+    return dict(state=model.state_dict(), reports=reports,
+                unused_grad=model.unused.grad)
 
 
 def test_two_processes_equal_one_process(tmp_path):
-    mp.spawn(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE,
-        join=True)
-    results = [
-        torch.load(tmp_path / f'rank{r}.pth', weights_only=False)
-        for r in range(WORLD_SIZE)
-    ]
+    results = run_gloo_processes(_worker, WORLD_SIZE, tmp_path)
 
     num_threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -26,14 +26,7 @@ from auglocal_det.models.aux_heads import (
 from auglocal_det.models.backbones import LocalCifarResNet, LocalResNet
 from auglocal_det.registry import MODELS
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on busy CPUs."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 # Official AugLocal ImageNet ResNet-34 (K=17) per-head parameter counts.

@@ -14,14 +14,7 @@ from auglocal_det.models.layers import (
     make_res_layer,
 )
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on busy CPUs."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _tv_block(block_cls, inplanes, planes, stride):

@@ -12,7 +12,14 @@ from unittest import mock
 
 import pytest
 import torch
-import torch.nn as nn
+from common_utils import (
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    assert_same_state,
+    build_cached,
+    make_batch,
+    sgd,
+)
 from mmengine.optim import OptimWrapper
 
 import auglocal_det  # noqa: F401  (registers the components)
@@ -23,9 +30,6 @@ from auglocal_det.engine.optim_wrappers import (
 from auglocal_det.models.classifiers import LocalImageClassifier
 from auglocal_det.registry import MODELS
 from auglocal_det.structures import ClsDataSample
-
-NUM_CLASSES = 5
-IMAGE_SIZE = 16
 
 #: Auxiliary head config of every rule (None: end-to-end back-propagation).
 RULES = OrderedDict(
@@ -51,44 +55,12 @@ def model_cfg(aux_head, **kwargs) -> dict:
     return cfg
 
 
-_CACHE: Dict[str, nn.Module] = {}
-
-
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    """Tiny ops on a shared CPU: intra-op threads only add contention."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def build(rule: str, **kwargs) -> LocalImageClassifier:
     """A fresh copy of the (cached) model of ``rule``, in train mode."""
-    key = f'{rule}{sorted(kwargs.items())}'
-    if key not in _CACHE:
-        torch.manual_seed(0)
-        _CACHE[key] = MODELS.build(model_cfg(RULES[rule], **kwargs))
-    model = copy.deepcopy(_CACHE[key])
-    model.train()
-    return model
-
-
-def make_batch(seed: int, num: int = 4) -> dict:
-    gen = torch.Generator().manual_seed(seed)
-    inputs = [
-        torch.randint(0, 256, (3, IMAGE_SIZE, IMAGE_SIZE),
-                      dtype=torch.uint8, generator=gen) for _ in range(num)
-    ]
-    labels = torch.randint(0, NUM_CLASSES, (num, ), generator=gen)
-    samples = [ClsDataSample().set_gt_label(int(y)) for y in labels]
-    return dict(inputs=inputs, data_samples=samples)
-
-
-def sgd(model: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(
-        model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
-        weight_decay=1e-4)
+    return build_cached(model_cfg(RULES[rule], **kwargs))
 
 
 def reference_backward(model: LocalImageClassifier, data: dict,
@@ -98,14 +70,6 @@ def reference_backward(model: LocalImageClassifier, data: dict,
     losses = model(**data, mode='loss')
     loss, _ = model.parse_losses(losses)
     (loss / factor).backward()
-
-
-def assert_same_state(model: nn.Module, ref: nn.Module) -> None:
-    ref_state = ref.state_dict()
-    for name, value in model.state_dict().items():
-        torch.testing.assert_close(
-            value, ref_state[name], rtol=2e-6, atol=1e-7,
-            msg=lambda m, n=name: f'{n}: {m}')
 
 
 # ---------------------------------------------------------------- structure

@@ -7,8 +7,6 @@ the ``meta`` device.
 """
 import copy
 import io
-import os
-import socket
 import weakref
 from collections import Counter, OrderedDict
 from typing import Dict, List, Set
@@ -16,11 +14,19 @@ from unittest import mock
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
+from common_utils import (
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    assert_same_state,
+    build_cached,
+    build_ddp_model,
+    make_batch,
+    run_gloo_processes,
+    sgd,
+    wrap_local_ddp,
+)
 from mmengine.optim import OptimWrapper
-from torch.nn.modules.batchnorm import _BatchNorm
 
 import auglocal_det  # noqa: F401  (registers the components)
 from auglocal_det.engine.hooks import export_backbone
@@ -34,12 +40,9 @@ from auglocal_det.models.aux_heads.mlaan import (
     mlaan_leap_layers,
 )
 from auglocal_det.models.classifiers import MLAANImageClassifier
-from auglocal_det.registry import MODEL_WRAPPERS, MODELS
+from auglocal_det.registry import MODELS
 from auglocal_det.structures import ClsDataSample
 from auglocal_det.utils.flops import count_forward_flops
-
-NUM_CLASSES = 5
-IMAGE_SIZE = 16
 
 INDEPENDENT_HEADS = dict(
     mlaan=None,
@@ -64,46 +67,10 @@ def model_cfg(span: int = 2, independent: str = 'mlaan', **kwargs) -> dict:
     return cfg
 
 
-_CACHE: Dict[str, nn.Module] = {}
-
-
 def build(span: int = 2, independent: str = 'mlaan',
           **kwargs) -> MLAANImageClassifier:
     """A fresh copy of the (cached) model, in train mode."""
-    key = f'{span}{independent}{sorted(kwargs.items())}'
-    if key not in _CACHE:
-        torch.manual_seed(0)
-        _CACHE[key] = MODELS.build(model_cfg(span, independent, **kwargs))
-    model = copy.deepcopy(_CACHE[key])
-    model.train()
-    return model
-
-
-def make_batch(seed: int, num: int = 4) -> dict:
-    gen = torch.Generator().manual_seed(seed)
-    inputs = [
-        torch.randint(0, 256, (3, IMAGE_SIZE, IMAGE_SIZE),
-                      dtype=torch.uint8, generator=gen) for _ in range(num)
-    ]
-    labels = torch.randint(0, NUM_CLASSES, (num, ), generator=gen)
-    samples = [ClsDataSample().set_gt_label(int(y)) for y in labels]
-    return dict(inputs=inputs, data_samples=samples)
-
-
-def sgd(model: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(
-        model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
-        weight_decay=1e-4)
-
-
-def assert_same_state(model: nn.Module, ref: nn.Module) -> None:
-    ref_state = ref.state_dict()
-    state = model.state_dict()
-    assert list(state) == list(ref_state)
-    for name, value in state.items():
-        torch.testing.assert_close(
-            value, ref_state[name], rtol=2e-6, atol=1e-7,
-            msg=lambda m, n=name: f'{n}: {m}')
+    return build_cached(model_cfg(span, independent, **kwargs))
 
 
 def lams(model: MLAANImageClassifier) -> List[LeapAugmentedModule]:
@@ -372,7 +339,7 @@ def test_train_step_equals_reference(span, independent, accumulative_counts):
         log_vars = model.train_step(data, wrapper)
     reference_update(ref, batches)
     assert all(p.grad is None for p in model.parameters())
-    assert_same_state(model, ref)
+    assert_same_state(model, ref, check_keys=True)
     # the twins did move
     state = model.state_dict()
     assert not any(torch.equal(state[k], v) for k, v in before.items()
@@ -394,7 +361,7 @@ def test_layerwise_wrapper_matches():
     model.train_step(make_batch(20), wrapper)
     assert wrapper.num_layerwise_steps == 0  # reset at the end
     ref.train_step(make_batch(20), LocalOptimWrapper(sgd(ref)))
-    assert_same_state(model, ref)
+    assert_same_state(model, ref, check_keys=True)
 
 
 # --------------------------------------------------------------------- EMA
@@ -549,15 +516,7 @@ NUM_ITERS = 2
 def ddp_model(seed: int) -> nn.Module:
     """MLAAN (span 2) with frozen, non-trivial BN and an unused parameter.
     """
-    torch.manual_seed(seed)
-    model = MODELS.build(model_cfg(span=2))
-    model.unused = nn.Parameter(torch.zeros(3))
-    for module in model.modules():
-        if isinstance(module, _BatchNorm):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-            module.eval()
-    return model
+    return build_ddp_model(model_cfg(span=2), seed)
 
 
 def ddp_train(model: nn.Module, step_model: nn.Module, rank: int = 0,
@@ -575,38 +534,15 @@ def ddp_train(model: nn.Module, step_model: nn.Module, rank: int = 0,
     return reports
 
 
-def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.setdefault('GLOO_SOCKET_IFNAME', 'lo')
-    dist.init_process_group(
-        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
-        world_size=WORLD_SIZE)
-    try:
-        model = ddp_model(seed=rank)  # rank 1 starts different
-        ddp = MODEL_WRAPPERS.build(
-            dict(type='LocalDistributedDataParallel', module=model))
-        reports = ddp_train(model, ddp, rank, WORLD_SIZE)
-        torch.save(
-            dict(state=model.state_dict(), reports=reports),
-            os.path.join(out_dir, f'rank{rank}.pth'))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
+def _ddp_worker(rank: int) -> dict:
+    """One process of the gloo group (see ``run_gloo_processes``)."""
+    model = ddp_model(seed=rank)  # rank 1 starts different
+    reports = ddp_train(model, wrap_local_ddp(model), rank, WORLD_SIZE)
+    return dict(state=model.state_dict(), reports=reports)
 
 
 def test_ddp_each_parameter_reduced_once(tmp_path):
-    mp.spawn(
-        _ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE,
-        join=True)
-    results = [
-        torch.load(tmp_path / f'rank{r}.pth', weights_only=False)
-        for r in range(WORLD_SIZE)
-    ]
+    results = run_gloo_processes(_ddp_worker, WORLD_SIZE, tmp_path)
     ref = ddp_model(seed=0)
     ddp_train(ref, ref)
     # replicas (EMA twins included) are identical and equal one process

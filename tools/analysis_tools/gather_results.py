@@ -270,7 +270,7 @@ def _backbone_name(cfg: Config) -> str:
 
 
 def _pretrain_rule(cfg: Config) -> str:
-    """The local-learning rule of the backbone the detector started from.
+    """The learning rule of the backbone the detector started from.
 
     Read from the ``backbone.json`` next to the exported ``backbone.pth``
     when it is there, otherwise guessed from the file's path.
@@ -282,8 +282,7 @@ def _pretrain_rule(cfg: Config) -> str:
     checkpoint = str(init_cfg.get('checkpoint', ''))
     meta = _read_json(osp.join(osp.dirname(checkpoint), 'backbone.json'))
     if isinstance(meta, dict) and meta.get('rule'):
-        rule = str(meta['rule'])
-        return RULE_NAMES.get(rule.lower(), rule)
+        return _rule_from_export(meta)
     lowered = checkpoint.lower()
     for key, name in RULE_NAMES.items():
         if key != 'bp' and key in lowered:
@@ -291,6 +290,23 @@ def _pretrain_rule(cfg: Config) -> str:
     if 'bp_' in lowered or '/bp' in lowered:
         return 'BP'
     return osp.basename(checkpoint) or '-'
+
+
+def _rule_from_export(meta: Dict[str, Any]) -> str:
+    """Name the rule recorded by the export (``backbone.json``).
+
+    Local rules are recorded as ``rule='local'`` plus the auxiliary head
+    (``'AugLocalAuxHead'``, ...); MLAAN by its classifier.
+    """
+    rule = str(meta['rule'])
+    if rule.lower() in RULE_NAMES:
+        return RULE_NAMES[rule.lower()]
+    if 'mlaan' in str(meta.get('model', '')).lower():
+        return RULE_NAMES['mlaan']
+    head = str(meta.get('aux_head') or '')
+    if head.endswith('AuxHead'):
+        head = head[:-len('AuxHead')]
+    return RULE_NAMES.get(head.lower(), head or rule)
 
 
 def _schedule_name(cfg: Config) -> str:

@@ -80,10 +80,67 @@ def _conv1x1(in_channels: int,
         in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
 
 
-class _ResBlockMixin:
-    """Shared forward logic: checkpointing, shortcut and final ReLU."""
+class _ResBlock(BaseModule):
+    """Common part of :class:`BasicBlock` and :class:`Bottleneck`.
+
+    Stores the constructor arguments, asks the subclass for its residual
+    branch and runs the forward pass: shortcut, optional checkpointing and
+    the final ReLU. The submodules are created in the order ``conv*`` /
+    ``bn*`` of the branch, ``relu``, ``downsample``, so the state-dict
+    keys, and their order, are those of torchvision's ResNet.
+
+    Args:
+        inplanes (int): Input channels.
+        planes (int): Base width of the block.
+        stride (int): Stride of the block. Defaults to 1.
+        dilation (int): Dilation of the strided 3x3 convolution. Defaults
+            to 1.
+        downsample (nn.Module, optional): Shortcut projection. Defaults to
+            None (identity).
+        style (str): ``'pytorch'`` or ``'caffe'``. Defaults to
+            ``'pytorch'``.
+        with_cp (bool): Use gradient checkpointing. Defaults to False.
+        norm_cfg (dict, optional): Normalization config. Defaults to None,
+            i.e. ``dict(type='BN')``.
+        init_cfg (dict or list[dict], optional): Initialization config.
+            Defaults to None.
+    """
+
+    def __init__(self,
+                 inplanes: int,
+                 planes: int,
+                 stride: int = 1,
+                 dilation: int = 1,
+                 downsample: Optional[nn.Module] = None,
+                 style: str = 'pytorch',
+                 with_cp: bool = False,
+                 norm_cfg: Optional[dict] = None,
+                 init_cfg: Optional[Union[dict, list]] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        assert style in ('pytorch', 'caffe'), f'unknown style {style!r}'
+        if norm_cfg is None:
+            norm_cfg = dict(type='BN')
+        self.inplanes = inplanes
+        self.planes = planes
+        self.stride = stride
+        self.dilation = dilation
+        self.style = style
+        self.with_cp = with_cp
+
+        self._build_branch(norm_cfg)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def _build_branch(self, norm_cfg: dict) -> None:
+        """Create the convolutions and norm layers of the residual branch.
+
+        Args:
+            norm_cfg (dict): Normalization config.
+        """
+        raise NotImplementedError
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual branch, without the shortcut and the final ReLU."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +168,7 @@ class _ResBlockMixin:
         return self.relu(out)
 
 
-class BasicBlock(_ResBlockMixin, BaseModule):
+class BasicBlock(_ResBlock):
     """Two 3x3 convolutions with an identity (or projection) shortcut.
 
     Args:
@@ -135,40 +192,19 @@ class BasicBlock(_ResBlockMixin, BaseModule):
     expansion = 1
     last_norm_name = 'bn2'
 
-    def __init__(self,
-                 inplanes: int,
-                 planes: int,
-                 stride: int = 1,
-                 dilation: int = 1,
-                 downsample: Optional[nn.Module] = None,
-                 style: str = 'pytorch',
-                 with_cp: bool = False,
-                 norm_cfg: Optional[dict] = None,
-                 init_cfg: Optional[Union[dict, list]] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        assert style in ('pytorch', 'caffe'), f'unknown style {style!r}'
-        if norm_cfg is None:
-            norm_cfg = dict(type='BN')
-        self.inplanes = inplanes
-        self.planes = planes
-        self.stride = stride
-        self.dilation = dilation
-        self.style = style
-        self.with_cp = with_cp
-
-        self.conv1 = _conv3x3(inplanes, planes, stride, dilation)
-        self.bn1 = build_norm_layer(norm_cfg, planes)
-        self.conv2 = _conv3x3(planes, planes)
-        self.bn2 = build_norm_layer(norm_cfg, planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
+    def _build_branch(self, norm_cfg: dict) -> None:
+        self.conv1 = _conv3x3(self.inplanes, self.planes, self.stride,
+                              self.dilation)
+        self.bn1 = build_norm_layer(norm_cfg, self.planes)
+        self.conv2 = _conv3x3(self.planes, self.planes)
+        self.bn2 = build_norm_layer(norm_cfg, self.planes)
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         return self.bn2(self.conv2(out))
 
 
-class Bottleneck(_ResBlockMixin, BaseModule):
+class Bottleneck(_ResBlock):
     """1x1 - 3x3 - 1x1 bottleneck block with output width ``4 * planes``.
 
     Args:
@@ -192,39 +228,19 @@ class Bottleneck(_ResBlockMixin, BaseModule):
     expansion = 4
     last_norm_name = 'bn3'
 
-    def __init__(self,
-                 inplanes: int,
-                 planes: int,
-                 stride: int = 1,
-                 dilation: int = 1,
-                 downsample: Optional[nn.Module] = None,
-                 style: str = 'pytorch',
-                 with_cp: bool = False,
-                 norm_cfg: Optional[dict] = None,
-                 init_cfg: Optional[Union[dict, list]] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        assert style in ('pytorch', 'caffe'), f'unknown style {style!r}'
-        if norm_cfg is None:
-            norm_cfg = dict(type='BN')
-        self.inplanes = inplanes
-        self.planes = planes
-        self.stride = stride
-        self.dilation = dilation
-        self.style = style
-        self.with_cp = with_cp
-        if style == 'pytorch':
-            conv1_stride, conv2_stride = 1, stride
+    def _build_branch(self, norm_cfg: dict) -> None:
+        planes = self.planes
+        if self.style == 'pytorch':
+            conv1_stride, conv2_stride = 1, self.stride
         else:
-            conv1_stride, conv2_stride = stride, 1
+            conv1_stride, conv2_stride = self.stride, 1
 
-        self.conv1 = _conv1x1(inplanes, planes, conv1_stride)
+        self.conv1 = _conv1x1(self.inplanes, planes, conv1_stride)
         self.bn1 = build_norm_layer(norm_cfg, planes)
-        self.conv2 = _conv3x3(planes, planes, conv2_stride, dilation)
+        self.conv2 = _conv3x3(planes, planes, conv2_stride, self.dilation)
         self.bn2 = build_norm_layer(norm_cfg, planes)
         self.conv3 = _conv1x1(planes, planes * self.expansion)
         self.bn3 = build_norm_layer(norm_cfg, planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
