@@ -28,12 +28,7 @@ IMAGE_SIZE = 16
 NUM_CLASSES = 5
 
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _model(aux_head=None, rule='local') -> nn.Module:

@@ -164,6 +164,18 @@ def test_unnormalize_recovers_images():
     ]
 
 
+@pytest.mark.parametrize('rule,calls', [('auglocal_d2', 0), ('infopro', 1)])
+def test_images_made_only_for_heads_that_read_them(rule, calls):
+    """The [0, 1] copy of the batch is made once for InfoPro and never for
+    the rules that do not read it."""
+    model = build(rule)
+    data = model.data_preprocessor(make_batch(2), True)
+    with mock.patch.object(
+            model, 'unnormalize', wraps=model.unnormalize) as unnormalize:
+        model(**data, mode='loss')
+    assert unnormalize.call_count == calls
+
+
 # ------------------------------------------------------- gradient isolation
 @pytest.mark.parametrize('rule', ['auglocal_d2', 'infopro', 'predsim'])
 def test_gradient_isolation_reference_graph(rule):

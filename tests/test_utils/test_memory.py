@@ -12,12 +12,7 @@ from auglocal_det.utils.memory import LiveTensorTracker, format_bytes
 MiB = 1 << 20
 
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def test_counts_storages_once_and_releases_them():

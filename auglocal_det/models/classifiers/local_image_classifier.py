@@ -245,13 +245,15 @@ class LocalImageClassifier(BaseModel):
     # ------------------------------------------------------------ helpers
     def _aux_batch(self, inputs: torch.Tensor,
                    data_samples: Optional[List[ClsDataSample]]) -> AuxBatch:
-        """Labels, normalised inputs and [0, 1] images of a batch."""
+        """Labels and normalised inputs of a batch; [0, 1] images on demand."""
         if not data_samples:
             raise ValueError('training needs data_samples with gt_label')
         labels = torch.cat([s.gt_label for s in data_samples]).to(
             inputs.device)
         return AuxBatch(
-            labels=labels, inputs=inputs, images=self.unnormalize(inputs))
+            labels=labels,
+            inputs=inputs,
+            make_images=lambda: self.unnormalize(inputs))
 
     def unnormalize(self, inputs: torch.Tensor) -> torch.Tensor:
         """Recover the images in [0, 1] from the preprocessed inputs.
