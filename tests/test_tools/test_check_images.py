@@ -1,0 +1,77 @@
+"""tools/misc/check_images.py: finds the images training could not decode."""
+import importlib.util
+import os.path as osp
+import sys
+
+import pytest
+from mmengine.config import Config
+
+from auglocal_det.datasets import generate_imagenet_shapes
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG = osp.join(ROOT, 'configs/demo/auglocal_r34_synthetic.py')
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location(
+        'check_images', osp.join(ROOT, 'tools', 'misc', 'check_images.py'))
+    module = importlib.util.module_from_spec(spec)
+    # importable by name, so that worker processes can unpickle its
+    # functions
+    sys.modules['check_images'] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules['check_images']
+
+
+@pytest.fixture
+def data(tmp_path):
+    """The demo's 8 classes, 2 train and 1 val image each."""
+    root = str(tmp_path / 'shapes')
+    generate_imagenet_shapes(
+        root,
+        num_train_per_class=2,
+        num_val_per_class=1,
+        image_size=16,
+        progress=False)
+    return root
+
+
+def test_clean_data_passes(tool, data, capsys):
+    assert tool.main([CONFIG, '--data-root', data, '--workers', '1']) == 0
+    out = capsys.readouterr().out
+    assert 'train: 16 images decoded' in out
+    assert 'val: 8 images decoded' in out
+    assert out.count(', 0 failed') == 2
+
+
+def test_corrupt_and_truncated_images_are_listed(tool, data, capsys):
+    broken = osp.join(data, 'val', 'square', 'square_00000.JPEG')
+    with open(broken, 'wb') as f:
+        f.write(b'\xff\xd8\xff\xe0 not a JPEG')
+    truncated = osp.join(data, 'train', 'circle', 'circle_00001.JPEG')
+    with open(truncated, 'rb') as f:
+        head = f.read()[:100]
+    with open(truncated, 'wb') as f:
+        f.write(head)
+
+    assert tool.main([CONFIG, '--data-root', data, '--workers', '1']) == 1
+    out = capsys.readouterr().out
+    assert f'  {truncated}: cannot decode image' in out
+    assert f'  {broken}: cannot decode image' in out
+    assert out.count(', 1 failed') == 2
+
+    # the same answer from several processes, several chunks each
+    cfg = Config.fromfile(CONFIG)
+    paths = (tool.image_paths(cfg, 'train', data) +
+             tool.image_paths(cfg, 'val', data))
+    assert len(paths) == 24
+    bad = tool.check_paths(paths, workers=2, chunk=5)
+    assert sorted(p for p, _ in bad) == sorted([truncated, broken])
+
+
+def test_missing_data_root_names_it(tool, tmp_path):
+    missing = str(tmp_path / 'nothere')
+    with pytest.raises(FileNotFoundError, match='nothere'):
+        tool.main([CONFIG, '--data-root', missing])
