@@ -109,7 +109,7 @@ def auto_threads() -> int:
 def run_jobs(jobs: Sequence[Tuple[str, List[str], str]],
              parallel: int = 1,
              threads: Optional[int] = None,
-             quiet: bool = True) -> Dict[str, float]:
+             quiet: bool = True) -> List[float]:
     """Run commands, ``parallel`` at a time, each logging into its file.
 
     Args:
@@ -121,7 +121,7 @@ def run_jobs(jobs: Sequence[Tuple[str, List[str], str]],
             job at a time (``parallel=1``) also prints it. Defaults to True.
 
     Returns:
-        dict: Seconds each job took, by name.
+        list[float]: Seconds each job took, in the order of ``jobs``.
 
     Raises:
         JobFailed: If a job fails (after the others have finished); the
@@ -131,13 +131,13 @@ def run_jobs(jobs: Sequence[Tuple[str, List[str], str]],
     if threads is not None:
         env['OMP_NUM_THREADS'] = str(threads)
     tee = not quiet and parallel == 1
-    pending = list(jobs)
-    running: Dict[str, tuple] = {}
-    seconds: Dict[str, float] = {}
+    pending = list(enumerate(jobs))
+    running: Dict[int, tuple] = {}
+    seconds: List[float] = [0.] * len(jobs)
     failed: List[str] = []
     while pending or running:
         while pending and len(running) < max(1, parallel):
-            name, cmd, log_path = pending.pop(0)
+            index, (name, cmd, log_path) = pending.pop(0)
             log(f'{name}: python {shell(cmd[1:])}')
             log(f'{name}: {env.get("OMP_NUM_THREADS", "default")} '
                 f'intra-op thread(s); log: {log_path}')
@@ -149,22 +149,22 @@ def run_jobs(jobs: Sequence[Tuple[str, List[str], str]],
                 stdout=subprocess.PIPE if tee else log_file,
                 stderr=subprocess.STDOUT,
                 text=True)
-            running[name] = (proc, log_file, log_path, time.time())
+            running[index] = (name, proc, log_file, log_path, time.time())
             if tee:
                 for line in proc.stdout:
                     log_file.write(line)
                     sys.stdout.write(line)
                     sys.stdout.flush()
-        for name in list(running):
-            proc, log_file, log_path, begin = running[name]
+        for index in list(running):
+            name, proc, log_file, log_path, begin = running[index]
             if proc.poll() is None:
                 continue
             log_file.close()
-            del running[name]
-            seconds[name] = time.time() - begin
+            del running[index]
+            seconds[index] = time.time() - begin
             if proc.returncode != 0:
                 failed.append(f'{name} (exit code {proc.returncode} after '
-                              f'{seconds[name]:.0f} s; see {log_path})')
+                              f'{seconds[index]:.0f} s; see {log_path})')
         if running:
             time.sleep(0.5)
     if failed:
@@ -307,10 +307,10 @@ def pretrain(rule: str = 'auglocal',
     os.makedirs(work_dir, exist_ok=True)
     if threads is None and 'OMP_NUM_THREADS' not in os.environ:
         threads = auto_threads()
-    name = f'pretrain {RULE_NAMES.get(rule, rule)}'
-    seconds = run_jobs([(name, cmd, osp.join(work_dir, 'demo_train.log'))],
-                       threads=threads,
-                       quiet=quiet)[name]
+    seconds, = run_jobs([(f'pretrain {RULE_NAMES.get(rule, rule)}', cmd,
+                          osp.join(work_dir, 'demo_train.log'))],
+                        threads=threads,
+                        quiet=quiet)
     return dict(
         read_export(rule, work_dir), config=DEMO_CONFIGS[rule],
         seconds=seconds)
@@ -532,16 +532,16 @@ def finetune_and_evaluate(backbones: Dict[str, Optional[str]],
                           osp.join(work_dir, 'demo_test.log')))
     test_seconds = run_jobs(test_jobs, parallel, threads, quiet)
 
-    results = []
-    for start, work_dir in work_dirs.items():
-        results.append(
-            dict(
-                start=start,
-                work_dir=work_dir,
-                row=collect(work_dir, osp.join(ROOT, 'configs')),
-                train_seconds=train_seconds[
-                    f'fine-tune from {RULE_NAMES[start]}'],
-                test_seconds=test_seconds[f'evaluate {RULE_NAMES[start]}']))
+    results = [
+        dict(
+            start=start,
+            work_dir=work_dir,
+            row=collect(work_dir, osp.join(ROOT, 'configs')),
+            train_seconds=train_time,
+            test_seconds=test_time)
+        for (start, work_dir), train_time, test_time in zip(
+            work_dirs.items(), train_seconds, test_seconds)
+    ]
     table = to_markdown([r['row'] for r in results])
     table_path = osp.join(work_root, 'model_zoo.md')
     with open(table_path, 'w') as f:

@@ -1,11 +1,13 @@
 # The synthetic shapes data set in the ImageNet folder layout (8 classes,
 # 36 x 36 JPEGs), made by tools/demo.py or by
 #   python tools/misc/make_synthetic_data.py imagenet data/synthetic_imagenet
-# (both read `synthetic_data` below). Same dataset class, transforms and
-# metrics as ImageNet; the crops are scaled to the small images
-# (RandomResizedCrop 32; resize 36 + centre crop 32, about ImageNet's
-# 224/256 ratio).
-dataset_type = 'ImageNet'
+# (both read `synthetic_data` below). Inherits imagenet_bs128.py: same
+# dataset class, samplers, collate and metrics; what changes is the size:
+# crops scaled to the small images (RandomResizedCrop 32; resize 36 +
+# centre crop 32, about ImageNet's 224/256 ratio), CPU-sized batches and
+# workers, and the class list given instead of 1000 classes.
+_base_ = './imagenet_bs128.py'
+
 data_root = 'data/synthetic_imagenet/'
 synthetic_classes = ('checker', 'circle', 'cross', 'ring', 'square', 'star',
                      'stripes', 'triangle')
@@ -30,37 +32,23 @@ test_pipeline = [
     dict(type='PackClsInputs'),
 ]
 
+# what differs from the ImageNet loaders (the rest is inherited)
 train_dataloader = dict(
     batch_size=16,
     num_workers=2,
-    persistent_workers=True,
     pin_memory=False,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    collate_fn=dict(type='default_collate'),
     dataset=dict(
-        type=dataset_type,
         data_root=data_root,
-        split='train',
         classes=synthetic_classes,
+        num_classes=None,
         pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=64,
     num_workers=2,
-    persistent_workers=True,
     pin_memory=False,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    collate_fn=dict(type='default_collate'),
     dataset=dict(
-        type=dataset_type,
         data_root=data_root,
-        split='val',
         classes=synthetic_classes,
+        num_classes=None,
         pipeline=test_pipeline))
-val_evaluator = [
-    dict(type='Accuracy', topk=(1, 5)),
-    dict(type='LayerwiseAccuracy'),
-]
-
 test_dataloader = val_dataloader
-test_evaluator = val_evaluator
