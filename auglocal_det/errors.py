@@ -8,7 +8,8 @@ derive from the built-in exception a caller would otherwise catch, so
 """
 
 __all__ = [
-    'InputError', 'InputFileNotFoundError', 'TrainingDivergedError'
+    'InputError', 'InputFileNotFoundError', 'InputTypeError',
+    'TrainingDivergedError'
 ]
 
 
@@ -22,6 +23,11 @@ class InputError(ValueError):
 
 class InputFileNotFoundError(InputError, FileNotFoundError):
     """A file or directory named by the user's input does not exist."""
+
+
+class InputTypeError(InputError, TypeError):
+    """A config names a component of the wrong kind (e.g. an optimizer
+    wrapper that cannot train local modules)."""
 
 
 class TrainingDivergedError(FloatingPointError):

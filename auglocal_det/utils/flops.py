@@ -116,6 +116,23 @@ def _image_hw(image_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return int(height), int(width)
 
 
+class _Counted:
+    """Iterate over a generator, counting the FLOPs of each ``next()``."""
+
+    def __init__(self, iterable) -> None:
+        self.iterator = iter(iterable)
+        self.flops: List[float] = []
+
+    def __iter__(self):
+        while True:
+            with FlopCounterMode(display=False) as counter:
+                item = next(self.iterator, None)
+            if item is None:
+                return
+            self.flops.append(float(counter.get_total_flops()))
+            yield item
+
+
 @torch.no_grad()
 def count_forward_flops(model: nn.Module,
                         image_size: Union[int, Sequence[int], None] = None,
@@ -124,15 +141,19 @@ def count_forward_flops(model: nn.Module,
                         ) -> FlopsReport:
     """Forward FLOPs per image of a :class:`LocalImageClassifier`.
 
-    Runs the local modules in order on a random batch, then the network's
-    classifier on the last output and auxiliary head j's ``loss`` on the
-    output of module j, each under its own counter, in eval mode (the
-    training mode is restored afterwards; the count does not depend on it).
+    Counts, in eval mode (the training mode is restored afterwards; the
+    count does not depend on it) on a random batch, each output of the
+    model's module loop (``forward_modules``: the backbone) and each of its
+    local steps (``local_steps``: the module forward and everything its
+    loss computes). A step's cost beyond the backbone modules it ran is
+    its auxiliary network's; for the last step, beyond the network's own
+    classifier, it is the rule's extra training-time computation (MLAAN's
+    cascade through the classifier), reported as one more auxiliary entry
+    when it is not zero. Works for every classifier that implements the
+    two generators, MLAAN included.
 
     Args:
-        model (nn.Module): A ``LocalImageClassifier`` (anything with
-            ``local_modules()``, ``head``, ``aux_heads`` and
-            ``unnormalize``).
+        model (nn.Module): A ``LocalImageClassifier`` or a subclass.
         image_size (int | Sequence[int], optional): Input crop size.
             Defaults to None: ``model.image_size``.
         batch_size (int): Images per counted batch; the result is divided
@@ -142,7 +163,8 @@ def count_forward_flops(model: nn.Module,
             on the ``'meta'`` device is counted without computing anything.
 
     Returns:
-        FlopsReport: The FLOPs per image.
+        FlopsReport: The FLOPs per image. ``aux[j]`` is the auxiliary
+        network of module j (0 for a module without a loss of its own).
     """
     # imported here: the models import mmengine, flop counting does not
     from auglocal_det.models.aux_heads import AuxBatch
@@ -162,19 +184,24 @@ def count_forward_flops(model: nn.Module,
     training = model.training
     model.eval()
     try:
-        report = FlopsReport()
-        feats: List[torch.Tensor] = []
-        feat = inputs
-        for module in model.local_modules():
-            flops, feat = count_flops(module, feat)
-            report.backbone += flops
-            feats.append(feat)
-        report.head, _ = count_flops(model.head, feats[-1])
-        for index, aux_head in enumerate(model.aux_heads):
-            flops, _ = count_flops(aux_head.loss, feats[index], batch)
-            report.aux.append(flops)
+        modules = _Counted(model.forward_modules(inputs))
+        feats = list(modules)
+        head, _ = count_flops(model.head, feats[-1])
+        steps = _Counted(model.local_steps(inputs, batch))
+        indices = [step.index for step in steps]
     finally:
         model.train(training)
+    report = FlopsReport(
+        backbone=sum(modules.flops), head=head, aux=[0.] * model.num_aux)
+    previous = -1
+    for index, flops in zip(indices, steps.flops):
+        # the step ran the forward of modules previous + 1 .. index
+        extra = flops - sum(modules.flops[previous + 1:index + 1])
+        if index < model.num_aux:
+            report.aux[index] = extra
+        elif extra - head > 0:
+            report.aux.append(extra - head)
+        previous = index
     report.backbone /= batch_size
     report.head /= batch_size
     report.aux = [flops / batch_size for flops in report.aux]

@@ -99,8 +99,8 @@ def test_same_weights_as_local_optim_wrapper(kind, rule):
     _train(ref, ref_wrapper)
     _train(model, wrapper)
     _assert_same_state(model, ref)
-    # the wrapper is disconnected from the model after every iteration
-    assert 'grads_ready' not in vars(model)
+    # the only grads-ready hook left after the iteration is the update
+    assert wrapper._grads_ready_hooks == [wrapper.update_module]
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -108,24 +108,21 @@ def test_one_update_per_module_and_grads_freed():
     model = _model()
     wrapper = LayerwiseLocalOptimWrapper(_optimizer(model, 'sgd'))
     live: List[int] = []
-    steps = mock.patch.object(
-        wrapper.optimizer, 'step', wraps=wrapper.optimizer.step)
-    original = model.grads_ready
+    updates = mock.patch.object(
+        wrapper, '_step_subset', wraps=wrapper._step_subset)
 
     def spy(params):
-        original(params)
-        # gradients alive when a module reports: its own only
+        # gradients alive when a module's update is due: its own only
         live.append(sum(p.grad is not None for p in model.parameters()))
         mine = sum(1 for _ in params)
         assert live[-1] <= mine
 
-    model.grads_ready = spy
-    with steps as step:
+    wrapper._grads_ready_hooks.insert(0, spy)  # runs before the update
+    with updates as step:
         model.train_step(_batch(0), wrapper)
         assert step.call_count == model.num_modules
     assert len(live) == model.num_modules
     assert all(p.grad is None for p in model.parameters())
-    assert vars(model)['grads_ready'] is spy  # restored
 
 
 def test_model_without_callback_is_stepped_at_the_end():

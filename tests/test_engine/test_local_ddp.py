@@ -155,14 +155,12 @@ class _TwoLayer(nn.Module):
         self.report = report
         self.finish = finish
 
-    def grads_ready(self, params):
-        pass
-
     def train_step(self, data, optim_wrapper):
         h = self.a(data)
-        optim_wrapper.backward(h.pow(2).mean())
-        for params in self.report(self):
-            self.grads_ready(params)
+        reports = list(self.report(self)) or [None]
+        optim_wrapper.backward(h.pow(2).mean(), params=reports[0])
+        for params in reports[1:]:
+            optim_wrapper.backward(torch.zeros(()), params=params)
         optim_wrapper.backward(self.b(h.detach()).mean())
         if self.finish:
             optim_wrapper.finish_iteration()
@@ -181,7 +179,8 @@ def test_bookkeeping(fake_dist):
     ddp.train_step(torch.randn(4, 3), wrapper)
     assert ddp.last_reduction['late'] == ['b.weight', 'b.bias']
     assert ddp.last_reduction['num_buckets'] == 2
-    assert 'grads_ready' not in vars(model)  # uninstalled after the step
+    # the hooks are registered for the step only
+    assert not wrapper._grads_ready_hooks and not wrapper._pre_step_hooks
 
     twice = _TwoLayer(lambda m: [m.a.parameters(), [m.a.weight]])
     with pytest.raises(RuntimeError, match='twice'):

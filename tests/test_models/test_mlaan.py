@@ -222,12 +222,12 @@ def _module_names(model: MLAANImageClassifier) -> List[Set[str]]:
 @pytest.mark.parametrize('span', [2, 3])
 def test_gradient_routing(span):
     """Each stream's loss reaches exactly the parameters ALGORITHMS.md
-    section 5 says, and every parameter is reported to grads_ready once,
+    section 5 says, and every parameter is reported as final once,
     after the last loss that reaches it."""
     model = build(span=span)
     data = model.data_preprocessor(make_batch(3), True)
     batch = model._aux_batch(data['inputs'], data['data_samples'])
-    steps = list(model._local_steps(data['inputs'], batch))
+    steps = list(model.local_steps(data['inputs'], batch))
     num_modules = model.num_modules
     assert [s.index for s in steps] == list(range(span - 1, num_modules))
 
@@ -265,10 +265,10 @@ def test_gradient_routing(span):
         assert ('backbone.conv1.weight' in expected['loss_y_ce']) == (
             i == span - 1)
 
-    reported = Counter(names[id(p)] for s in steps for p in s.ready)
+    reported = Counter(names[id(p)] for s in steps for p in s.params)
     assert set(reported) == set(params) and set(reported.values()) == {1}
     for step in steps:
-        for p in step.ready:
+        for p in step.params:
             assert last_reach[names[id(p)]] == step.index
 
 

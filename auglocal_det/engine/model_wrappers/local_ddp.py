@@ -9,12 +9,13 @@ therefore does not wrap the network in ``DistributedDataParallel``. It
 keeps the replicas identical by other means:
 
 1. At construction it broadcasts all parameters and buffers from rank 0.
-2. During ``train_step`` it gives the model a ``grads_ready(params)``
-   callback. The model calls it as soon as the gradients of ``params`` are
-   final for the iteration (``LocalImageClassifier`` does so after each local
-   module's backward). Each call flattens those gradients into one bucket
-   and starts an asynchronous all-reduce, which runs while the model
-   computes its next modules.
+2. During ``train_step`` it registers a grads-ready hook on the optimizer
+   wrapper (:meth:`LocalOptimWrapper.grads_ready_hook`). The wrapper calls
+   it after every ``backward(loss, params=...)`` with the parameters whose
+   gradients that loss made final (``LocalImageClassifier`` passes each
+   local module's parameters and its head's). Each call flattens those
+   gradients into one bucket and starts an asynchronous all-reduce, which
+   runs while the model computes its next modules.
 3. Before the optimizer step (a pre-step hook of
    :class:`~auglocal_det.engine.optim_wrappers.LocalOptimWrapper`), it
    reduces any trainable parameter the model has not reported, waits for all
@@ -33,7 +34,10 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
+from auglocal_det.engine.optim_wrappers import (
+    LocalOptimWrapper,
+    check_local_optim_wrapper,
+)
 from auglocal_det.registry import MODEL_WRAPPERS
 
 
@@ -88,11 +92,11 @@ class LocalDistributedDataParallel(nn.Module):
     ``model_wrapper_cfg=dict(type='LocalDistributedDataParallel')``. The
     wrapped model must implement ``train_step(data, optim_wrapper)`` that
     ends with ``optim_wrapper.finish_iteration()`` (or calls
-    ``update_params``), and may implement ``grads_ready(params)``, which the
-    wrapper replaces during ``train_step`` to overlap communication with
-    computation. Parameters never reported through ``grads_ready`` are
-    reduced (synchronously) right before the optimizer step, so correctness
-    does not depend on the model reporting them.
+    ``update_params``), and may pass ``params`` to
+    ``optim_wrapper.backward``, which lets the wrapper overlap
+    communication with computation. Parameters never reported are reduced
+    (synchronously) right before the optimizer step, so correctness does
+    not depend on the model reporting them.
 
     With gradient accumulation, gradients are reduced only in the
     iterations that end with an optimizer step (the accumulated sum is
@@ -164,7 +168,8 @@ class LocalDistributedDataParallel(nn.Module):
     def grads_ready(self, params: Iterable[nn.Parameter]) -> None:
         """Start the all-reduce of gradients that are final.
 
-        Installed as the model's ``grads_ready`` during ``train_step``.
+        The grads-ready hook this wrapper registers on the optimizer wrapper
+        during ``train_step``.
 
         Args:
             params (Iterable[Parameter]): Parameters of the wrapped model
@@ -184,13 +189,13 @@ class LocalDistributedDataParallel(nn.Module):
             key = id(param)
             if key not in self._params:
                 raise RuntimeError(
-                    'grads_ready() got a tensor that is not a parameter of '
-                    'the wrapped model')
+                    'a backward reported a tensor that is not a parameter '
+                    'of the wrapped model')
             if key in self._reduced:
                 raise RuntimeError(
-                    f'parameter {self._param_names[key]!r} was reported by '
-                    'grads_ready() twice in one iteration; report a '
-                    'parameter only once its gradient is final')
+                    f'parameter {self._param_names[key]!r} was reported as '
+                    'final twice in one iteration; report a parameter only '
+                    'once its gradient is final')
             self._reduced[key] = 1
             bucket.append(param)
         if bucket:
@@ -238,11 +243,7 @@ class LocalDistributedDataParallel(nn.Module):
 
     @contextmanager
     def _reduction(self, optim_wrapper: LocalOptimWrapper) -> Iterator[None]:
-        """Install the hooks for one training iteration."""
-        if 'grads_ready' in vars(self.module):
-            raise RuntimeError(
-                'the wrapped model already has an instance attribute '
-                '"grads_ready"; is it wrapped twice?')
+        """Register the hooks for one training iteration."""
         self._sync = optim_wrapper.should_sync()
         self.last_reduction = {}
         self._reduced = {}
@@ -250,12 +251,11 @@ class LocalDistributedDataParallel(nn.Module):
         self._pending = []
         self._num_buckets = 0
         self._finished = False
-        self.module.grads_ready = self.grads_ready
         try:
-            with optim_wrapper.pre_step_hook(self._finish_iteration):
+            with optim_wrapper.grads_ready_hook(self.grads_ready), \
+                    optim_wrapper.pre_step_hook(self._finish_iteration):
                 yield
         finally:
-            del self.module.grads_ready
             pending, self._pending = self._pending, []
             for bucket in pending:  # only after an exception
                 bucket.work.wait()
@@ -278,11 +278,8 @@ class LocalDistributedDataParallel(nn.Module):
         Returns:
             dict: The log variables returned by the model.
         """
-        if not isinstance(optim_wrapper, LocalOptimWrapper):
-            raise TypeError(
-                'LocalDistributedDataParallel needs a LocalOptimWrapper '
-                "(set optim_wrapper.type='LocalOptimWrapper' or "
-                f"'AmpLocalOptimWrapper'), got {type(optim_wrapper).__name__}")
+        check_local_optim_wrapper(optim_wrapper,
+                                  'LocalDistributedDataParallel')
         if self.broadcast_buffers:
             self._broadcast(list(self.module.buffers()))
         with self._reduction(optim_wrapper):

@@ -1,10 +1,14 @@
 from .layerwise_optim_wrapper import (
-                                      AmpLayerwiseLocalOptimWrapper,
-                                      LayerwiseLocalOptimWrapper,
+    AmpLayerwiseLocalOptimWrapper,
+    LayerwiseLocalOptimWrapper,
 )
-from .local_optim_wrapper import AmpLocalOptimWrapper, LocalOptimWrapper
+from .local_optim_wrapper import (
+    AmpLocalOptimWrapper,
+    LocalOptimWrapper,
+    check_local_optim_wrapper,
+)
 
 __all__ = [
     'LocalOptimWrapper', 'AmpLocalOptimWrapper', 'LayerwiseLocalOptimWrapper',
-    'AmpLayerwiseLocalOptimWrapper'
+    'AmpLayerwiseLocalOptimWrapper', 'check_local_optim_wrapper'
 ]

@@ -24,69 +24,70 @@ which is why two settings are refused:
 They also refuse to run under data-parallel training, where a gradient is
 final only after its all-reduce.
 """
-from contextlib import contextmanager
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.dist import get_world_size
 from torch.optim import Optimizer
 
+from auglocal_det.errors import InputError
 from auglocal_det.registry import OPTIM_WRAPPERS
 
 from .local_optim_wrapper import AmpLocalOptimWrapper, LocalOptimWrapper
 
 __all__ = ['LayerwiseLocalOptimWrapper', 'AmpLayerwiseLocalOptimWrapper']
 
-_MISSING = object()
 
+class _SubsetOptimizer:
+    """An optimizer of the same class over some of the parameters.
 
-class _ParamSubset:
-    """An optimizer restricted to some of its parameters.
-
-    It exposes the ``param_groups`` (hyper-parameters shared with the real
-    groups, parameters filtered), the ``state`` and a ``step`` that updates
-    only the subset, so it can be passed wherever an optimizer is expected
-    (e.g. to :meth:`torch.amp.GradScaler.step`). Parameter order inside a
-    group is kept.
+    It is a real optimizer (of the main optimizer's class, with its
+    defaults) whose groups hold the subset's parameters of the main groups,
+    in their order, and which shares the main optimizer's ``state``: the
+    momentum buffers, step counts and so on of a parameter are the same
+    objects in both. :meth:`sync` copies the main groups' hyper-parameters
+    (learning rate, momentum, ... as the schedulers left them) and the
+    state reference (``load_state_dict`` replaces it) before every step, so
+    one step of the subset equals the main optimizer's step restricted to
+    these parameters. The main optimizer is never modified.
 
     Args:
-        optimizer (Optimizer): The real optimizer.
+        optimizer (Optimizer): The main optimizer.
         params (Iterable[Parameter]): The parameters of the subset.
     """
 
     def __init__(self, optimizer: Optimizer,
                  params: Iterable[nn.Parameter]) -> None:
-        self.optimizer = optimizer
-        self._ids = frozenset(id(p) for p in params)
-
-    def _subset(self, group: dict) -> List[nn.Parameter]:
-        return [p for p in group['params'] if id(p) in self._ids]
-
-    @property
-    def param_groups(self) -> List[dict]:
-        """list[dict]: The optimizer's groups, limited to the subset."""
-        return [
-            dict(group, params=self._subset(group))
-            for group in self.optimizer.param_groups
+        self.main = optimizer
+        ids = frozenset(id(p) for p in params)
+        #: (index of the main group, parameters of the subset in it)
+        self.groups: List[Tuple[int, List[nn.Parameter]]] = [
+            (i, [p for p in group['params'] if id(p) in ids])
+            for i, group in enumerate(optimizer.param_groups)
         ]
+        self.groups = [(i, ps) for i, ps in self.groups if ps]
+        # the class's own __init__ only validates its arguments before
+        # Optimizer.__init__, which builds the groups from the defaults
+        self.optimizer = type(optimizer).__new__(type(optimizer))
+        Optimizer.__init__(self.optimizer,
+                           [dict(params=ps) for _, ps in self.groups],
+                           dict(optimizer.defaults))
+        for name in ('_step_supports_amp_scaling', ):
+            if hasattr(optimizer, name):
+                setattr(self.optimizer, name, getattr(optimizer, name))
 
-    @property
-    def state(self) -> Dict:
-        """dict: The optimizer's state (of all parameters)."""
-        return self.optimizer.state
-
-    def step(self, closure=None):
-        """One optimizer step over the subset only."""
-        groups = self.optimizer.param_groups
-        saved = [group['params'] for group in groups]
-        try:
-            for group in groups:
-                group['params'] = self._subset(group)
-            return self.optimizer.step(closure)
-        finally:
-            for group, params in zip(groups, saved):
-                group['params'] = params
+    def sync(self) -> Optimizer:
+        """Copy the main hyper-parameters and state; return the optimizer.
+        """
+        for (index, _), group in zip(self.groups,
+                                     self.optimizer.param_groups):
+            main_group = self.main.param_groups[index]
+            group.update(
+                {k: v
+                 for k, v in main_group.items() if k != 'params'})
+        self.optimizer.state = self.main.state
+        return self.optimizer
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -94,21 +95,20 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
     """:class:`LocalOptimWrapper` that steps every local module right after
     its backward and frees its gradients.
 
-    The wrapper learns that gradients are final from the model's
-    ``grads_ready(params)`` callback, which
-    ``LocalImageClassifier.train_step`` calls after each local backward:
-    the first ``optim_context(model)`` of an iteration chains
-    :meth:`grads_ready` of this wrapper behind the model's own callback,
-    and :meth:`finish_iteration` removes it again. A model may also call
-    :meth:`grads_ready` directly. Parameters never reported are updated by
-    the usual step in :meth:`finish_iteration`, so a model without the
-    callback trains exactly as with :class:`LocalOptimWrapper` (without the
+    The model reports, with each :meth:`backward`, the parameters whose
+    gradients that loss made final (``LocalImageClassifier.train_step``
+    passes a module's parameters and its head's). The per-module update is
+    a grads-ready hook of this wrapper, registered at construction, so it
+    runs right after the backward. Parameters never reported are updated by
+    the usual step in :meth:`finish_iteration`, so a model that reports
+    nothing trains exactly as with :class:`LocalOptimWrapper` (without the
     memory saving).
 
-    Each update is one ``optimizer.step()`` over the module's parameters
-    only (K steps per iteration, so per-call overhead grows a little);
-    learning-rate schedules, which change ``param_groups`` between
-    iterations, apply unchanged.
+    Each update is one step of an optimizer of the same class restricted to
+    the module's parameters and sharing the main optimizer's state (K steps
+    per iteration, so per-call overhead grows a little); learning-rate
+    schedules, which change ``param_groups`` between iterations, apply
+    unchanged.
 
     Args:
         optimizer (Optimizer): Optimizer of all trainable parameters. Its
@@ -135,51 +135,55 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
                  clip_grad: Optional[dict] = None,
                  **kwargs) -> None:
         if accumulative_counts != 1:
-            raise ValueError(
+            raise InputError(
                 f'{type(self).__name__} updates each module in the '
                 'iteration that computed its gradient and frees the '
                 'gradient at once, so gradients cannot be accumulated over '
-                f'{accumulative_counts} iterations; use LocalOptimWrapper '
+                f'{accumulative_counts} iterations '
+                '(optim_wrapper.accumulative_counts); use LocalOptimWrapper '
                 'for accumulative_counts > 1')
         if clip_grad is not None and clip_grad.get('type', 'norm') != 'value':
-            raise ValueError(
+            raise InputError(
                 f'{type(self).__name__} cannot clip by a norm over all '
-                'parameters: the norm needs every gradient of the '
-                'iteration, but the first modules are updated before the '
-                "last gradients exist. Use clip_grad=dict(type='value', "
-                '...) (element-wise, applied per module) or '
-                'LocalOptimWrapper')
+                'parameters (optim_wrapper.clip_grad): the norm needs every '
+                'gradient of the iteration, but the first modules are '
+                'updated before the last gradients exist. Use '
+                "clip_grad=dict(type='value', ...) (element-wise, applied "
+                'per module) or LocalOptimWrapper')
         super().__init__(
             optimizer=optimizer,
             accumulative_counts=accumulative_counts,
             clip_grad=clip_grad,
             **kwargs)
-        self._subsets: Dict[Tuple[int, ...], _ParamSubset] = {}
-        self._attached: Optional[Tuple[nn.Module, object]] = None
+        self._subsets: Dict[Tuple[int, ...], _SubsetOptimizer] = {}
         self._num_layerwise_steps = 0
         self._num_checked = 0
+        # the update is the first grads-ready hook: it runs before any hook
+        # registered later (data-parallel training is refused below)
+        self._grads_ready_hooks.append(self.update_module)
 
     @property
     def num_layerwise_steps(self) -> int:
         """int: Module updates made so far in the current iteration."""
         return self._num_layerwise_steps
 
-    # ------------------------------------------------------------- hooking
-    @contextmanager
-    def optim_context(self, model: nn.Module) -> Iterator[None]:
-        """The parent's context; also connects the model's ``grads_ready``
-        to :meth:`grads_ready` for the rest of the iteration.
+    # -------------------------------------------------------------- update
+    def update_module(self, params: Iterable[nn.Parameter]) -> None:
+        """Update ``params`` now and free their gradients.
+
+        The grads-ready hook of this wrapper; :meth:`backward` calls it
+        with the parameters a loss made final. Parameters without a
+        gradient are skipped.
 
         Args:
-            model (nn.Module): The model being trained.
-        """
-        self._attach(model)
-        with super().optim_context(model):
-            yield
+            params (Iterable[Parameter]): The parameters.
 
-    def _attach(self, model: nn.Module) -> None:
-        if self._attached is not None or not callable(
-                getattr(model, 'grads_ready', None)):
+        Raises:
+            RuntimeError: Under data-parallel training, where a gradient is
+                final only after its all-reduce.
+        """
+        params = [p for p in params if p.grad is not None]
+        if not params:
             return
         if get_world_size() > 1:
             raise RuntimeError(
@@ -187,48 +191,13 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
                 'local backward returns, but under data-parallel training '
                 'its gradient is final only after the all-reduce; use '
                 'LocalOptimWrapper with several processes')
-        previous = vars(model).get('grads_ready', _MISSING)
-        report = model.grads_ready
-
-        def grads_ready(params: Iterable[nn.Parameter]) -> None:
-            params = list(params)
-            report(params)
-            self.grads_ready(params)
-
-        model.grads_ready = grads_ready
-        self._attached = (model, previous)
-
-    def _detach(self) -> None:
-        if self._attached is None:
-            return
-        model, previous = self._attached
-        self._attached = None
-        if previous is _MISSING:
-            vars(model).pop('grads_ready', None)
-        else:
-            model.grads_ready = previous
-
-    # -------------------------------------------------------------- update
-    def grads_ready(self, params: Iterable[nn.Parameter]) -> None:
-        """Update ``params`` now and free their gradients.
-
-        Call it once per iteration for each group of parameters whose
-        gradients will not change again in the iteration (a local module
-        and its auxiliary head). Parameters without a gradient are skipped.
-
-        Args:
-            params (Iterable[Parameter]): The parameters.
-        """
-        params = [p for p in params if p.grad is not None]
-        if not params:
-            return
         if self._losses_finite():
             key = tuple(id(p) for p in params)
             subset = self._subsets.get(key)
             if subset is None:
-                subset = self._subsets[key] = _ParamSubset(
+                subset = self._subsets[key] = _SubsetOptimizer(
                     self.optimizer, params)
-            self._step_subset(subset, params)
+            self._step_subset(subset.sync(), params)
             self._num_layerwise_steps += 1
         for param in params:
             param.grad = None
@@ -241,18 +210,18 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
         :class:`LocalOptimWrapper` does, but only after the modules before
         it were updated; the module whose loss is not finite is not.
         """
-        flags = getattr(self, '_finite_flags', [])[self._num_checked:]
+        flags = self._finite_flags[self._num_checked:]
         self._num_checked += len(flags)
-        if not getattr(self, 'check_finite', False) or not flags:
+        if not self.check_finite or not flags:
             return True
         return bool(torch.stack([ok for _, ok in flags]).all())
 
-    def _step_subset(self, subset: _ParamSubset,
+    def _step_subset(self, optimizer: Optimizer,
                      params: List[nn.Parameter]) -> None:
         """Clip (by value) and update one group of parameters."""
         if self.clip_grad_kwargs:
             self.clip_func(params, **self.clip_grad_kwargs)
-        subset.step()
+        optimizer.step()
 
     def _remaining(self) -> List[nn.Parameter]:
         return [
@@ -273,14 +242,13 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
         remaining = self._remaining()
         if remaining:
             self._step_subset(
-                _ParamSubset(self.optimizer, remaining), remaining)
+                _SubsetOptimizer(self.optimizer, remaining).sync(),
+                remaining)
 
     def finish_iteration(self,
                          step_kwargs: Optional[Dict] = None,
                          zero_kwargs: Optional[Dict] = None) -> bool:
         """End the iteration: update what was not updated yet, zero_grad.
-
-        Also disconnects the model's ``grads_ready`` again.
 
         Args:
             step_kwargs (dict, optional): Arguments of :meth:`step`.
@@ -292,7 +260,6 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
         try:
             return super().finish_iteration(step_kwargs, zero_kwargs)
         finally:
-            self._detach()
             self._num_layerwise_steps = 0
             self._num_checked = 0
 
@@ -343,13 +310,13 @@ class AmpLayerwiseLocalOptimWrapper(LayerwiseLocalOptimWrapper,
         losses as :class:`AmpLocalOptimWrapper` does."""
         return True
 
-    def _step_subset(self, subset: _ParamSubset,
+    def _step_subset(self, optimizer: Optimizer,
                      params: List[nn.Parameter]) -> None:
         """Unscale, check, clip (by value) and update one group."""
         if self.clip_grad_kwargs:
-            self.loss_scaler.unscale_(subset)
+            self.loss_scaler.unscale_(optimizer)
             self.clip_func(params, **self.clip_grad_kwargs)
-        self.loss_scaler.step(subset)
+        self.loss_scaler.step(optimizer)
         self._scaler_stepped = True
 
     def step(self, **kwargs) -> None:

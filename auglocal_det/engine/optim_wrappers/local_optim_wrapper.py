@@ -11,12 +11,22 @@ scale K times. The wrappers here separate the two:
   iteration. Each call divides its loss by the gradient-accumulation factor
   of the current iteration (the same factor for every call) and, in
   :class:`AmpLocalOptimWrapper`, multiplies it by the loss scale. The
-  iteration counter does not move.
+  iteration counter does not move. The caller passes ``params``, the
+  parameters whose gradients this loss made final for the iteration; right
+  after autograd returns, the wrapper calls every *grads-ready hook* with
+  them (:meth:`LocalOptimWrapper.grads_ready_hook`: the data-parallel
+  wrapper starts its all-reduce there, the layer-wise wrapper updates the
+  module).
 - :meth:`LocalOptimWrapper.finish_iteration` ends the iteration: it runs the
   pre-step hooks (the distributed wrapper waits for its gradient all-reduce
   there), advances the counter once and, when an update is due, performs
   one ``step`` (gradient clipping over all parameters, one ``scaler.step``
-  and one ``scaler.update`` for AMP) and one ``zero_grad``.
+  and one ``scaler.update`` for AMP) and one ``zero_grad``. It returns
+  whether the parameters were updated.
+
+This is the whole contract between a locally trained model and its
+optimizer wrapper; :func:`check_local_optim_wrapper` is where a model or
+model wrapper that needs it checks that it has it.
 
 :meth:`LocalOptimWrapper.update_params` keeps MMEngine's meaning (one loss,
 one backward, one iteration), so end-to-end models and hooks that call it
@@ -27,14 +37,23 @@ records ``isfinite(loss)`` on the loss's device (no synchronisation), and
 :meth:`finish_iteration` looks at all flags of the iteration at once (one
 synchronisation, all-reduced under data parallelism so that every process
 decides alike) before the step. Without AMP a non-finite loss stops
-training with a :class:`FloatingPointError` naming the local module(s) and
-the iteration; with AMP the loss scaler's own inf/NaN check skips the update
-and lowers the scale, and training stops only if this goes on for
-``nonfinite_patience`` consecutive iterations.
+training with a :class:`~auglocal_det.errors.TrainingDivergedError` naming
+the local module(s) and the iteration; with AMP the loss scaler's own
+inf/NaN check skips the update and lowers the scale, and training stops only
+if this goes on for ``nonfinite_patience`` consecutive iterations.
 """
 import logging
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+)
 
 import torch
 import torch.distributed as dist
@@ -42,9 +61,38 @@ from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from torch.optim import Optimizer
 
+from auglocal_det.errors import InputTypeError, TrainingDivergedError
 from auglocal_det.registry import OPTIM_WRAPPERS
 
+__all__ = [
+    'LocalOptimWrapper', 'AmpLocalOptimWrapper', 'check_local_optim_wrapper'
+]
+
 PreStepHook = Callable[[], None]
+GradsReadyHook = Callable[[List[torch.nn.Parameter]], None]
+
+
+def check_local_optim_wrapper(optim_wrapper: Any, needed_by: str) -> None:
+    """Refuse an optimizer wrapper that cannot train local modules.
+
+    Args:
+        optim_wrapper: The wrapper the Runner built from
+            ``optim_wrapper`` in the config.
+        needed_by (str): Who needs it, for the message (e.g.
+            ``"LocalImageClassifier(rule='local')"``).
+
+    Raises:
+        InputTypeError: If ``optim_wrapper`` is not a :class:`LocalOptimWrapper`;
+            the message names the config key to set.
+    """
+    if not isinstance(optim_wrapper, LocalOptimWrapper):
+        raise InputTypeError(
+            f'{needed_by} calls backward once per local module and steps '
+            'the optimizer once per iteration, which needs a local '
+            "optimizer wrapper: set optim_wrapper.type='LocalOptimWrapper' "
+            "(or 'AmpLocalOptimWrapper' for mixed precision, "
+            "'LayerwiseLocalOptimWrapper' to update each module at once) "
+            f'in the config; got {type(optim_wrapper).__name__}')
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -77,9 +125,10 @@ class LocalOptimWrapper(OptimWrapper):
     Examples:
         >>> optim_wrapper = LocalOptimWrapper(
         ...     torch.optim.SGD(model.parameters(), lr=0.1))
-        >>> for loss in local_losses:  # computed one after another
-        ...     optim_wrapper.backward(loss)
+        >>> for loss, params in local_losses:  # one after another
+        ...     optim_wrapper.backward(loss, params=params)
         >>> optim_wrapper.finish_iteration()
+        True
     """
 
     def __init__(self,
@@ -95,6 +144,7 @@ class LocalOptimWrapper(OptimWrapper):
             clip_grad=clip_grad,
             **kwargs)
         self._pre_step_hooks: List[PreStepHook] = []
+        self._grads_ready_hooks: List[GradsReadyHook] = []
         self._num_backward = 0
         self.check_finite = check_finite
         self.nonfinite_patience = nonfinite_patience
@@ -108,16 +158,26 @@ class LocalOptimWrapper(OptimWrapper):
 
     def backward(self,
                  loss: torch.Tensor,
+                 params: Optional[Iterable[torch.nn.Parameter]] = None,
                  name: Optional[str] = None,
                  **kwargs) -> None:
         """Back-propagate one of the iteration's losses.
 
         The loss is divided by the accumulation factor of the current
         iteration (see :meth:`scale_loss`); the iteration counter is not
-        advanced. Call :meth:`finish_iteration` once after the last loss.
+        advanced. A loss that does not require grad (a module without
+        trainable parameters) is not back-propagated, but its ``params``
+        are still reported. Call :meth:`finish_iteration` once after the
+        last loss.
 
         Args:
             loss (Tensor): A scalar loss.
+            params (Iterable[Parameter], optional): The parameters whose
+                gradients are final for the iteration once this loss has
+                been back-propagated (a local module and its auxiliary
+                head). Every grads-ready hook is called with them, in the
+                order the hooks were registered. Defaults to None: no hook
+                is called.
             name (str, optional): What the loss trains, e.g. ``'local
                 module 3 (layer1.2)'``, named if the loss is not finite.
                 Defaults to None.
@@ -126,8 +186,13 @@ class LocalOptimWrapper(OptimWrapper):
         if self.check_finite:
             self._finite_flags.append(
                 (name, torch.isfinite(loss.detach()).all()))
-        self._backward_scaled(self.scale_loss(loss), **kwargs)
+        if loss.requires_grad:
+            self._backward_scaled(self.scale_loss(loss), **kwargs)
         self._num_backward += 1
+        if params is not None:
+            params = list(params)
+            for hook in list(self._grads_ready_hooks):
+                hook(params)
 
     def _backward_scaled(self, loss: torch.Tensor, **kwargs) -> None:
         """Run autograd on a loss already divided for accumulation."""
@@ -165,7 +230,7 @@ class LocalOptimWrapper(OptimWrapper):
         """Act on the non-finite losses of the iteration, if any.
 
         Raises:
-            FloatingPointError: Without AMP, if a loss of the iteration is
+            TrainingDivergedError: Without AMP, if a loss of the iteration is
                 NaN or Inf; with AMP, if that happened in more than
                 ``nonfinite_patience`` consecutive iterations.
         """
@@ -199,7 +264,7 @@ class LocalOptimWrapper(OptimWrapper):
                     logger='current',
                     level=logging.WARNING)
                 return
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f'{where}: {self._nonfinite_streak} consecutive iterations '
                 'with a non-finite loss, although the AMP loss scaler '
                 f'lowered the loss scale to {self.loss_scaler.get_scale():g}'
@@ -209,7 +274,7 @@ class LocalOptimWrapper(OptimWrapper):
                 'the learning rate (optim_wrapper.optimizer.lr) or clip '
                 'gradients (optim_wrapper.clip_grad), then continue from the '
                 'last checkpoint with --resume')
-        raise FloatingPointError(
+        raise TrainingDivergedError(
             f'{where}. Training stopped before the iteration ended, so no '
             'checkpoint holds the result. Lower the learning rate '
             '(optim_wrapper.optimizer.lr), clip gradients (optim_wrapper.'
@@ -243,11 +308,32 @@ class LocalOptimWrapper(OptimWrapper):
         Args:
             hook (callable): Function without arguments.
         """
-        self._pre_step_hooks.append(hook)
+        with self._registered(self._pre_step_hooks, hook):
+            yield
+
+    @contextmanager
+    def grads_ready_hook(self, hook: GradsReadyHook) -> Iterator[None]:
+        """Call ``hook(params)`` after every :meth:`backward` of the
+        context that reports ``params``.
+
+        ``params`` are the parameters whose gradients the loss made final
+        for the iteration. ``LocalDistributedDataParallel`` starts their
+        all-reduce here, while the model computes its next modules.
+
+        Args:
+            hook (callable): Function of the list of parameters.
+        """
+        with self._registered(self._grads_ready_hooks, hook):
+            yield
+
+    @staticmethod
+    @contextmanager
+    def _registered(hooks: List[Callable], hook: Callable) -> Iterator[None]:
+        hooks.append(hook)
         try:
             yield
         finally:
-            self._pre_step_hooks.remove(hook)
+            hooks.remove(hook)
 
 
 @OPTIM_WRAPPERS.register_module()

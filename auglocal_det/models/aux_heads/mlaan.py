@@ -513,35 +513,42 @@ class MLAANAuxHead(BaseAuxHead):
         return self.independent(feat)
 
     def predict(self, feat: torch.Tensor) -> Optional[torch.Tensor]:
-        if self.independent is None:
-            return None
-        return self.independent.predict(feat)
+        """Logits of the cascaded stream (None without a loss).
 
-    def loss(self,
-             feat: torch.Tensor,
-             batch: AuxBatch,
-             cascade: Optional[torch.Tensor] = None
-             ) -> Tuple[Dict[str, torch.Tensor], Optional[torch.Tensor]]:
-        """Weighted losses of both streams.
+        This is the prediction the w_y-weighted loss trains. At inference
+        (BatchNorm in eval mode) the cascaded stream's input has the same
+        values as the module's output ``feat``, so the leap augmented
+        module runs on ``feat`` directly.
+        """
+        if self.lam is None:
+            return None
+        return self.lam(feat)
+
+    def loss_both_streams(
+        self, feat: torch.Tensor, batch: AuxBatch,
+        cascade: Optional[torch.Tensor]
+    ) -> Tuple[Dict[str, torch.Tensor], Optional[torch.Tensor],
+               Optional[torch.Tensor]]:
+        """Weighted losses and the logits of both streams.
 
         Args:
             feat (Tensor): Output x_i of the independent stream.
             batch (AuxBatch): Labels and images.
-            cascade (Tensor, optional): Output z_i of the cascaded stream.
-                Defaults to None: ``feat`` (both streams compute the same
-                values; only their graphs differ), e.g. to count FLOPs.
+            cascade (Tensor, optional): Output z_i of the cascaded stream;
+                None: ``feat`` (both streams compute the same values; only
+                their graphs differ).
 
         Returns:
-            tuple[dict[str, Tensor], Tensor | None]: ``loss_x_<part>`` (the
-            independent head's losses times w_x) and ``loss_y_ce`` (w_y
-            times the cascade's cross-entropy), whose sum is the local
-            loss, and the independent head's logits. Empty and None for a
-            module without a loss of its own.
+            tuple: ``loss_x_<part>`` (the independent head's losses times
+            w_x) and ``loss_y_ce`` (w_y times the cascade's cross-entropy),
+            whose sum is the local loss; the independent head's logits
+            (None for heads without any) and the cascaded stream's. Empty
+            and None for a module without a loss of its own.
         """
         if not self.has_loss:
-            return OrderedDict(), None
+            return OrderedDict(), None, None
         weight_x, weight_y = self.loss_weights
-        losses_x, logits = self.independent.loss(feat, batch)
+        losses_x, logits_x = self.independent.loss(feat, batch)
         losses: Dict[str, torch.Tensor] = OrderedDict()
         for name, value in losses_x.items():
             part = name[len('loss'):] if name.startswith('loss') else name
@@ -549,7 +556,21 @@ class MLAANAuxHead(BaseAuxHead):
         logits_y = self.lam(feat if cascade is None else cascade)
         losses['loss_y_ce'] = weight_y * F.cross_entropy(
             logits_y, batch.labels)
-        return losses, logits
+        return losses, logits_x, logits_y
+
+    def loss(self,
+             feat: torch.Tensor,
+             batch: AuxBatch,
+             cascade: Optional[torch.Tensor] = None
+             ) -> Tuple[Dict[str, torch.Tensor], Optional[torch.Tensor]]:
+        """Weighted losses of both streams (see :meth:`loss_both_streams`).
+
+        Returns:
+            tuple[dict[str, Tensor], Tensor | None]: The losses and the
+            cascaded stream's logits.
+        """
+        losses, _, logits_y = self.loss_both_streams(feat, batch, cascade)
+        return losses, logits_y
 
     def extra_repr(self) -> str:
         text = super().extra_repr() + f', span={self.span}'

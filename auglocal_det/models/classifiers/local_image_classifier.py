@@ -1,7 +1,34 @@
-"""Image classifier trained by supervised local learning."""
+"""Image classifier trained by supervised local learning.
+
+The iteration is written once, here, as a contract between three parts:
+
+- :meth:`LocalImageClassifier.forward_modules`, the one loop over the local
+  modules (each runs on the detached output of the previous one);
+- :meth:`LocalImageClassifier.local_steps`, which turns that loop into
+  *local steps*: per local loss, the loss and its named parts, the logits,
+  and the parameters whose gradients the loss makes final
+  (:class:`LocalStep`). A rule with other losses (MLAAN) overrides this
+  generator and nothing else of the iteration;
+- :meth:`LocalImageClassifier.train_step`, which back-propagates each step
+  through ``optim_wrapper.backward(loss, params=...)`` as soon as it exists,
+  ends the iteration with ``optim_wrapper.finish_iteration()`` and then
+  calls :meth:`LocalImageClassifier.after_update` if the parameters moved.
+
+``loss()`` (the reference definition), ``extract_feat``, ``predict`` and
+the FLOP counter consume the same generators.
+"""
 import itertools
 from collections import OrderedDict
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 import torch.nn as nn
@@ -9,10 +36,17 @@ import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapper
 
+from auglocal_det.engine.optim_wrappers import (
+    LocalOptimWrapper,
+    check_local_optim_wrapper,
+)
+from auglocal_det.errors import InputError
 from auglocal_det.registry import MODELS
 from auglocal_det.structures import ClsDataSample
 
 from ..aux_heads import AuxBatch, build_aux_heads
+
+__all__ = ['GlobalPoolFcHead', 'LocalImageClassifier', 'LocalStep']
 
 #: ImageNet mean and standard deviation of RGB images in [0, 255].
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -40,6 +74,34 @@ class GlobalPoolFcHead(nn.Module):
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         """Logits of shape (N, num_classes) from features (N, C, H, W)."""
         return self.fc(torch.flatten(self.pool(feat), 1))
+
+
+class LocalStep(NamedTuple):
+    """One local loss of an iteration and what it trains.
+
+    Attributes:
+        index (int): Index j of the local module whose loss this is.
+        name (str): Readable description, e.g. ``'local module 3
+            (layer1.2, loss_l03)'``, for messages.
+        output (Tensor): Output of module j (what module j + 1 reads,
+            after detaching).
+        loss (Tensor): The local loss (the sum of ``losses``).
+        losses (dict[str, Tensor]): The loss's weighted parts, as the head
+            named them (``loss_ce``, ``loss_rec``, ...).
+        logits (dict[str, Tensor]): Class predictions to report the
+            accuracy of, by suffix: ``''`` is logged as ``acc_lXX``, another
+            key ``k`` as ``acc_lXX_k``. Empty for a head without any.
+        params (list[Parameter]): The parameters whose gradients are final
+            for the iteration once ``loss`` has been back-propagated.
+    """
+
+    index: int
+    name: str
+    output: torch.Tensor
+    loss: torch.Tensor
+    losses: Dict[str, torch.Tensor]
+    logits: Dict[str, torch.Tensor]
+    params: List[nn.Parameter]
 
 
 @MODELS.register_module()
@@ -127,10 +189,12 @@ class LocalImageClassifier(BaseModel):
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if rule not in ('local', 'bp'):
-            raise ValueError(f"rule must be 'local' or 'bp', got {rule!r}")
+            raise InputError(
+                f"model.rule must be 'local' or 'bp', got {rule!r}")
         if rule == 'bp' and aux_head is not None:
-            raise ValueError("rule='bp' trains end to end and builds no "
-                             'auxiliary head; set aux_head=None')
+            raise InputError(
+                "model.rule='bp' trains end to end and builds no auxiliary "
+                'head; set model.aux_head=None')
         self.rule = rule
         self.num_classes = num_classes
         self.image_size = image_size
@@ -150,9 +214,9 @@ class LocalImageClassifier(BaseModel):
             self.module_ranges = self._split(split_points, num_layers)
         num_aux = self.num_modules - 1
         if num_aux > 0 and aux_head is None:
-            raise ValueError(
-                f"rule='local' with {self.num_modules} local modules needs "
-                'an aux_head config')
+            raise InputError(
+                f"model.rule='local' with {self.num_modules} local modules "
+                'needs a model.aux_head config')
 
         self.aux_heads = build_aux_heads(
             aux_head,
@@ -180,8 +244,8 @@ class LocalImageClassifier(BaseModel):
                 ends = ends[:-1]
             if any(b <= a for a, b in zip(ends, ends[1:])) or any(
                     not 0 <= i < num_layers - 1 for i in ends):
-                raise ValueError(
-                    'split_points must be increasing layer indices in '
+                raise InputError(
+                    'model.split_points must be increasing layer indices in '
                     f'[0, {num_layers - 1}], got {list(split_points)}')
             ends.append(num_layers - 1)
         starts = [0] + [end + 1 for end in ends[:-1]]
@@ -229,25 +293,14 @@ class LocalImageClassifier(BaseModel):
             self.aux_heads[index] if index < self.num_aux else self.head)
         return itertools.chain(module.parameters(), loss_head.parameters())
 
-    def grads_ready(self, params: Iterator[nn.Parameter]) -> None:
-        """Called when the gradients of ``params`` are final for the
-        iteration.
-
-        A no-op here; ``LocalDistributedDataParallel`` replaces it during
-        ``train_step`` to start the all-reduce of these gradients while
-        later modules compute.
-
-        Args:
-            params (Iterator[Parameter]): Parameters whose gradients will
-                not change again in this iteration.
-        """
-
     # ------------------------------------------------------------ helpers
     def _aux_batch(self, inputs: torch.Tensor,
                    data_samples: Optional[List[ClsDataSample]]) -> AuxBatch:
         """Labels and normalised inputs of a batch; [0, 1] images on demand."""
         if not data_samples:
-            raise ValueError('training needs data_samples with gt_label')
+            raise InputError(
+                'training needs data_samples with gt_label (check the '
+                "dataset's pipeline: it must end with PackClsInputs)")
         labels = torch.cat([s.gt_label for s in data_samples]).to(
             inputs.device)
         return AuxBatch(
@@ -275,37 +328,25 @@ class LocalImageClassifier(BaseModel):
 
     def _module_loss(
         self, index: int, feat: torch.Tensor, batch: AuxBatch
-    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor],
-               Optional[torch.Tensor]]:
+    ) -> Tuple[Dict[str, torch.Tensor], Optional[torch.Tensor]]:
         """Local loss of module ``index`` on its output ``feat``.
 
         Returns:
-            tuple: The summed local loss, the named parts when the head
-            returns several losses, and the logits (or None).
+            tuple: The weighted loss parts (their sum is the local loss)
+            and the logits (or None).
         """
         if index < self.num_aux:
             losses, logits = self.aux_heads[index].loss(feat, batch)
             if not losses:
-                raise ValueError(
+                raise RuntimeError(
                     f'auxiliary head {index} returned no loss')
-            loss = sum(losses.values())
-        else:
-            logits = self.head(feat)
-            losses = dict(loss_cls=F.cross_entropy(logits, batch.labels))
-            loss = losses['loss_cls']
-        parts = {}
-        if len(losses) > 1:
-            tag = self._tags[index] if self.rule == 'local' else 'cls'
-            for name, value in losses.items():
-                part = name.replace('loss', '').strip('_') or 'part'
-                parts[f'{tag}_{part}'] = value.detach()
-        return loss, parts, logits
+            return losses, logits
+        logits = self.head(feat)
+        return dict(loss_cls=F.cross_entropy(logits, batch.labels)), logits
 
-    def _loss_name(self, index: int) -> Tuple[str, str]:
-        if self.rule == 'bp':
-            return 'loss_cls', 'acc_cls'
-        tag = self._tags[index]
-        return f'loss_{tag}', f'acc_{tag}'
+    def _tag(self, index: int) -> str:
+        """Log name of module ``index``: ``'lXX'`` (``'cls'`` for BP)."""
+        return 'cls' if self.rule == 'bp' else self._tags[index]
 
     def _module_desc(self, index: int) -> str:
         """E.g. ``'local module 3 (layer1.2, loss_l03)'``, for messages."""
@@ -313,7 +354,34 @@ class LocalImageClassifier(BaseModel):
         names = self.layer_specs[first].name
         if last != first:
             names += f' .. {self.layer_specs[last].name}'
-        return f'local module {index} ({names}, {self._loss_name(index)[0]})'
+        return f'local module {index} ({names}, loss_{self._tag(index)})'
+
+    def step_log(self, step: LocalStep,
+                 labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Detached loss, parts and accuracies of one step, for logging.
+
+        Args:
+            step (LocalStep): The step.
+            labels (Tensor): Ground-truth labels of the batch.
+
+        Returns:
+            dict[str, Tensor]: ``loss_<tag>``; ``<tag>_<part>`` for every
+            part when the loss has several; ``acc_<tag>`` (and
+            ``acc_<tag>_<k>``) for the step's logits, where ``<tag>`` is
+            ``lXX`` (``cls`` for BP).
+        """
+        tag = self._tag(step.index)
+        out: Dict[str, torch.Tensor] = OrderedDict()
+        out[f'loss_{tag}'] = step.loss.detach()
+        if len(step.losses) > 1:
+            for name, value in step.losses.items():
+                part = name[len('loss'):] if name.startswith(
+                    'loss') else name
+                out[f'{tag}_{part.strip("_") or "part"}'] = value.detach()
+        for key, logits in step.logits.items():
+            out['_'.join(filter(None, ('acc', tag, key)))] = self._top1(
+                logits, labels)
+        return out
 
     @staticmethod
     def _top1(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -347,6 +415,66 @@ class LocalImageClassifier(BaseModel):
             return self.predict(inputs, data_samples)
         raise RuntimeError(f'Invalid mode "{mode}".')
 
+    def forward_modules(self,
+                        inputs: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The loop over the local modules: yield each module's output.
+
+        Module j runs on the detached output of module j - 1 (the input
+        for j = 0), with autograd on only where :meth:`module_needs_grad`
+        says so. The output of module j is computed when it is requested,
+        so a caller that back-propagates a module's loss before asking for
+        the next output holds one module's graph at a time.
+
+        Args:
+            inputs (Tensor): Preprocessed images.
+
+        Yields:
+            Tensor: The output of module j, for j = 0 .. K - 1.
+        """
+        feat = inputs
+        for index, module in enumerate(self.local_modules()):
+            with torch.set_grad_enabled(torch.is_grad_enabled()
+                                        and self.module_needs_grad(index)):
+                feat = module(feat.detach())
+            yield feat
+
+    def module_needs_grad(self, index: int) -> bool:
+        """Whether anything back-propagates through module ``index``'s
+        output as :meth:`forward_modules` computes it (True here: its
+        local loss does)."""
+        return True
+
+    def local_steps(self, inputs: torch.Tensor,
+                    batch: AuxBatch) -> Iterator[LocalStep]:
+        """Yield the local losses of one iteration, one at a time.
+
+        Module j's forward and local loss run when step j is requested;
+        the step carries the parameters its loss trains (the module's and
+        its head's): no later loss reaches them.
+
+        Args:
+            inputs (Tensor): Preprocessed images.
+            batch (AuxBatch): Labels and images.
+
+        Yields:
+            LocalStep: One step per local module.
+        """
+        modules = self.local_modules()
+        for index, feat in enumerate(self.forward_modules(inputs)):
+            losses, logits = self._module_loss(index, feat, batch)
+            yield LocalStep(
+                index=index,
+                name=self._module_desc(index),
+                output=feat,
+                loss=sum(losses.values()),
+                losses=losses,
+                logits={} if logits is None else {'': logits},
+                params=list(self.module_parameters(index, modules[index])))
+
+    def after_update(self) -> None:
+        """Called by :meth:`train_step` after every iteration that updated
+        the parameters (a no-op here; MLAAN moves its EMA twins)."""
+
     def extract_feat(
         self,
         inputs: torch.Tensor,
@@ -363,20 +491,15 @@ class LocalImageClassifier(BaseModel):
             Tensor | tuple[Tensor]: The last feature map, or one output
             per local module.
         """
-        outs = []
-        feat = inputs
-        for module in self.local_modules():
-            feat = module(feat)
-            if all_modules:
-                outs.append(feat)
-        return tuple(outs) if all_modules else feat
+        outs = tuple(self.forward_modules(inputs))
+        return outs if all_modules else outs[-1]
 
     def loss(self, inputs: torch.Tensor,
              data_samples: List[ClsDataSample]) -> Dict[str, torch.Tensor]:
         """The reference losses of one iteration, in one graph.
 
-        Module j runs on the detached output of module j - 1 and its loss
-        depends only on its own parameters and those of its head, so one
+        Every step's loss depends only on the parameters that step trains
+        (module j runs on the detached output of module j - 1), so one
         backward of the sum gives every module the gradient of its own
         local loss. Also returns the top-1 accuracy of every head.
 
@@ -385,21 +508,15 @@ class LocalImageClassifier(BaseModel):
             data_samples (list[ClsDataSample]): Samples with ``gt_label``.
 
         Returns:
-            dict[str, Tensor]: ``loss_lXX`` per module (``loss_cls`` for
-            ``rule='bp'``), ``acc_lXX`` and, for heads with several losses,
-            their detached parts.
+            dict[str, Tensor]: ``loss_lXX`` per step (``loss_cls`` for
+            ``rule='bp'``) with its graph, and the detached parts and
+            accuracies of :meth:`step_log`.
         """
         batch = self._aux_batch(inputs, data_samples)
         losses: Dict[str, torch.Tensor] = OrderedDict()
-        feat = inputs
-        for index, module in enumerate(self.local_modules()):
-            feat = module(feat.detach())
-            loss, parts, logits = self._module_loss(index, feat, batch)
-            loss_name, acc_name = self._loss_name(index)
-            losses[loss_name] = loss
-            losses.update(parts)
-            if logits is not None:
-                losses[acc_name] = self._top1(logits, batch.labels)
+        for step in self.local_steps(inputs, batch):
+            losses.update(self.step_log(step, batch.labels))
+            losses[f'loss_{self._tag(step.index)}'] = step.loss
         return losses
 
     @torch.no_grad()
@@ -442,74 +559,53 @@ class LocalImageClassifier(BaseModel):
     # --------------------------------------------------------------- train
     def train_step(self, data: Union[dict, tuple, list],
                    optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
-        """One training iteration with one backward per local module.
+        """One training iteration with one backward per local step.
 
-        For each module j: run it on the detached output of module j - 1
-        (under ``optim_wrapper.optim_context``), compute its local loss,
-        call ``optim_wrapper.backward(loss)`` at once (freeing the module's
-        graph), then ``self.grads_ready(...)`` with the parameters the loss
-        trained. Finally ``optim_wrapper.finish_iteration()`` steps the
-        optimizer once (respecting gradient accumulation).
+        For each step of :meth:`local_steps` (computed under
+        ``optim_wrapper.optim_context``, i.e. autocast with AMP):
+        ``optim_wrapper.backward(step.loss, params=step.params)`` at once,
+        which frees the step's graph and tells the wrapper which gradients
+        are final (the data-parallel wrapper starts their all-reduce, the
+        layer-wise wrapper updates them). Then
+        ``optim_wrapper.finish_iteration()`` steps the optimizer once
+        (respecting gradient accumulation) and, if it did,
+        :meth:`after_update` runs.
 
         Args:
             data (dict | tuple | list): A batch from the dataloader.
-            optim_wrapper (OptimWrapper): A ``LocalOptimWrapper`` (or
-                ``AmpLocalOptimWrapper``); with ``rule='bp'`` any MMEngine
+            optim_wrapper (OptimWrapper): A ``LocalOptimWrapper`` (or one of
+                its subclasses); with ``rule='bp'`` any MMEngine
                 ``OptimWrapper`` works.
 
         Returns:
             dict[str, Tensor]: ``loss`` (the sum of the local losses), the
-            loss and top-1 accuracy of every module, for logging.
+            loss and top-1 accuracy of every step, for logging.
         """
-        local_wrapper = hasattr(optim_wrapper, 'finish_iteration')
-        if self.rule == 'bp':
-            return self._train_step_bp(data, optim_wrapper, local_wrapper)
-        if not local_wrapper:
-            raise TypeError(
-                "LocalImageClassifier(rule='local') calls backward once per "
-                'local module and steps the optimizer once per iteration, '
-                "which needs optim_wrapper=dict(type='LocalOptimWrapper', "
-                "...) (or type='AmpLocalOptimWrapper' for mixed precision);"
-                f' got {type(optim_wrapper).__name__}')
-
+        if self.num_modules > 1:
+            check_local_optim_wrapper(optim_wrapper, type(self).__name__)
+        local = isinstance(optim_wrapper, LocalOptimWrapper)
         with optim_wrapper.optim_context(self):
             data = self.data_preprocessor(data, True)
         inputs = data['inputs']
         batch = self._aux_batch(inputs, data['data_samples'])
         log_vars: Dict[str, torch.Tensor] = OrderedDict(loss=None)
         total = inputs.new_zeros(())
-        feat = inputs
-        for index, module in enumerate(self.local_modules()):
+        steps = self.local_steps(inputs, batch)
+        while True:
             with optim_wrapper.optim_context(self):
-                feat = module(feat.detach())
-                loss, parts, logits = self._module_loss(index, feat, batch)
-            if loss.requires_grad:
-                optim_wrapper.backward(loss, name=self._module_desc(index))
-            self.grads_ready(self.module_parameters(index, module))
-            loss_name, acc_name = self._loss_name(index)
-            log_vars[loss_name] = loss.detach()
-            log_vars.update(parts)
-            if logits is not None:
-                log_vars[acc_name] = self._top1(logits, batch.labels)
-            total = total + log_vars[loss_name].float()
-            feat = feat.detach()
-            del loss, logits
-        optim_wrapper.finish_iteration()
+                step = next(steps, None)
+            if step is None:
+                break
+            if local:
+                optim_wrapper.backward(
+                    step.loss, params=step.params, name=step.name)
+            else:  # one end-to-end loss with MMEngine's wrapper
+                optim_wrapper.update_params(step.loss)
+            step_log = self.step_log(step, batch.labels)
+            log_vars.update(step_log)
+            total = total + step_log[f'loss_{self._tag(step.index)}'].float()
+            del step
+        if local and optim_wrapper.finish_iteration():
+            self.after_update()
         log_vars['loss'] = total
-        return log_vars
-
-    def _train_step_bp(self, data: Union[dict, tuple, list],
-                       optim_wrapper: OptimWrapper,
-                       local_wrapper: bool) -> Dict[str, torch.Tensor]:
-        """End-to-end training: one loss, one backward, one step."""
-        with optim_wrapper.optim_context(self):
-            data = self.data_preprocessor(data, True)
-            losses = self._run_forward(data, mode='loss')
-        loss, log_vars = self.parse_losses(losses)
-        if local_wrapper:
-            optim_wrapper.backward(loss)
-            self.grads_ready(self.parameters())
-            optim_wrapper.finish_iteration()
-        else:
-            optim_wrapper.update_params(loss)
         return log_vars

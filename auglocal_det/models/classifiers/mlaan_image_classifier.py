@@ -1,40 +1,19 @@
 """Image classifier trained with MLAAN's two-stream local losses."""
 import itertools
 from collections import OrderedDict
-from typing import (
-    Dict,
-    Iterator,
-    List,
-    NamedTuple,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.optim import OptimWrapper
 
+from auglocal_det.errors import InputError, InputTypeError
 from auglocal_det.registry import MODELS
-from auglocal_det.structures import ClsDataSample
 
 from ..aux_heads import AuxBatch
 from ..aux_heads.mlaan import MLAANAuxHead
-from .local_image_classifier import LocalImageClassifier
+from .local_image_classifier import LocalImageClassifier, LocalStep
 
 __all__ = ['MLAANImageClassifier']
-
-
-class _Step(NamedTuple):
-    """One MLAAN step: the loss of module ``index`` and what it trains."""
-
-    index: int
-    loss: torch.Tensor
-    losses: Dict[str, torch.Tensor]
-    logits: Optional[torch.Tensor]
-    ready: List[nn.Parameter]
 
 
 @MODELS.register_module()
@@ -62,14 +41,19 @@ class MLAANImageClassifier(LocalImageClassifier):
 
     The reference definition of the iteration's gradients is those of
     ``sum_i loss_i`` with exactly these detach points;
-    ``forward(mode='loss')`` returns the ``loss_i`` in one graph.
-    :meth:`train_step` produces the same gradients with one backward per
-    ``loss_i``, as soon as it exists (the cascade recomputes its modules
-    from the detached ``h_{i-s}``, so every step's graph is freed before
-    the next step runs); it reports a parameter through
-    :meth:`grads_ready` only after the last loss that reaches it, steps the
-    optimizer once, and then moves every EMA twin of the leap augmented
-    modules one step towards its primary layer (:meth:`update_ema`).
+    ``forward(mode='loss')`` returns the ``loss_i`` in one graph. Only the
+    steps differ from :class:`LocalImageClassifier`
+    (:meth:`local_steps`): the inherited ``train_step`` back-propagates
+    each ``loss_i`` as soon as it exists (the cascade recomputes its
+    modules from the detached ``h_{i-s}``, so every step's graph is freed
+    before the next step runs), reports a parameter as final only with the
+    last loss that reaches it, steps the optimizer once, and then
+    :meth:`after_update` moves every EMA twin of the leap augmented
+    modules one step towards its primary layer.
+
+    Each step logs the accuracy of both streams: ``acc_lXX`` is the
+    cascaded stream's (the leap augmented module's prediction, which the
+    w_y-weighted loss trains), ``acc_lXX_x`` the independent head's.
 
     Args:
         backbone (dict): Backbone config (``LocalResNet`` or
@@ -125,16 +109,17 @@ class MLAANImageClassifier(LocalImageClassifier):
                  train_cfg: Optional[dict] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         if rule != 'local':
-            raise ValueError(
-                f"MLAANImageClassifier trains with local losses (rule="
+            raise InputError(
+                f"MLAANImageClassifier trains with local losses (model.rule="
                 f"'local'); got rule={rule!r}. Use LocalImageClassifier for "
                 "rule='bp'")
         if int(span) != span or span < 1:
-            raise ValueError(f'span must be a positive integer, got {span}')
+            raise InputError(
+                f'model.span must be a positive integer, got {span}')
         weights = tuple(float(w) for w in loss_weights)
         if len(weights) != 2:
-            raise ValueError(
-                f'loss_weights must be (w_x, w_y), got {loss_weights}')
+            raise InputError('model.loss_weights must be (w_x, w_y), got '
+                             f'{loss_weights}')
         if aux_head is None:
             aux_head = dict(type='MLAANAuxHead')
         cfgs = [aux_head] if isinstance(aux_head, dict) else list(aux_head)
@@ -172,8 +157,8 @@ class MLAANImageClassifier(LocalImageClassifier):
             head_type = MODELS.get(head_type)
         if not (isinstance(head_type, type)
                 and issubclass(head_type, MLAANAuxHead)):
-            raise TypeError(
-                f'MLAAN needs aux_head type MLAANAuxHead, got '
+            raise InputTypeError(
+                f'MLAAN needs model.aux_head.type MLAANAuxHead, got '
                 f'{cfg.get("type")!r}; put DGL or InfoPro heads in its '
                 "independent_head, e.g. aux_head=dict(type='MLAANAuxHead', "
                 "independent_head=dict(type='DGLAuxHead'))")
@@ -210,13 +195,23 @@ class MLAANImageClassifier(LocalImageClassifier):
         """
         return max(0, index - self.span + 1), index
 
+    def module_needs_grad(self, index: int) -> bool:
+        """Only modules with a loss of their own back-propagate through
+        their independent-stream output."""
+        return self.has_loss(index)
+
+    def after_update(self) -> None:
+        """Move the EMA twins after every update (:meth:`update_ema`)."""
+        self.update_ema()
+
     @torch.no_grad()
     def update_ema(self) -> None:
         """Move every EMA twin one step towards its primary layer.
 
         ``theta <- m * theta + (1 - m) * theta_primary``.
-        :meth:`train_step` calls it once per optimizer update, after the
-        step, so every twin follows the weights the next iteration uses
+        ``train_step`` calls it (through :meth:`after_update`) once per
+        optimizer update, after the step, so every twin follows the weights
+        the next iteration uses
         (as a mean-teacher or momentum encoder does). The authors' code
         averages before the step (a lag of one iteration, negligible at
         m = 0.995) and only for the last twin; averaging after the step is
@@ -232,18 +227,18 @@ class MLAANImageClassifier(LocalImageClassifier):
     # -------------------------------------------------------------- steps
     def _last_module_loss(
         self, feat: torch.Tensor, cascade: torch.Tensor, batch: AuxBatch
-    ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
         """Both streams of the last module through the network's head."""
         weight_x, weight_y = self.loss_weights
-        logits = self.head(feat)
+        logits_x = self.head(feat)
+        logits_y = self.head(cascade)
         losses = OrderedDict(
-            loss_x_ce=weight_x * F.cross_entropy(logits, batch.labels),
-            loss_y_ce=weight_y *
-            F.cross_entropy(self.head(cascade), batch.labels))
-        return losses, logits
+            loss_x_ce=weight_x * F.cross_entropy(logits_x, batch.labels),
+            loss_y_ce=weight_y * F.cross_entropy(logits_y, batch.labels))
+        return losses, OrderedDict([('', logits_y), ('x', logits_x)])
 
-    def _local_steps(self, inputs: torch.Tensor,
-                     batch: AuxBatch) -> Iterator[_Step]:
+    def local_steps(self, inputs: torch.Tensor,
+                    batch: AuxBatch) -> Iterator[LocalStep]:
         """Yield the loss of every module that has one, one at a time.
 
         The forward of step i runs when the step is requested, so a caller
@@ -255,30 +250,29 @@ class MLAANImageClassifier(LocalImageClassifier):
             batch (AuxBatch): Labels and images.
 
         Yields:
-            _Step: The step's summed loss, its weighted parts, the logits of
-            its independent stream and the parameters whose gradients are
-            final once the loss has been back-propagated.
+            LocalStep: The step's summed loss, its weighted parts, the
+            logits of both streams (``''``: cascaded, ``'x'``: independent)
+            and the parameters whose gradients are final once the loss has
+            been back-propagated.
         """
         modules = self.local_modules()
         num_modules = len(modules)
         # detached outputs still needed by a later cascade; -1: the input
         detached: Dict[int, torch.Tensor] = {-1: inputs.detach()}
-        feat = inputs
-        for index, module in enumerate(modules):
+        for index, feat in enumerate(self.forward_modules(inputs)):
             if not self.has_loss(index):
-                with torch.no_grad():  # nothing back-propagates through it
-                    feat = module(feat.detach())
-                detached[index] = feat
+                detached[index] = feat.detach()
                 continue
-            feat = module(feat.detach())
             first, last = self.cascade_range(index)
             cascade = detached[first - 1]
             for j in range(first, last + 1):
                 cascade = modules[j](cascade)
             if index < num_modules - 1:
-                losses, logits = self.aux_heads[index].loss(
-                    feat, batch, cascade=cascade)
-                owned = [self.aux_heads[index].parameters()]
+                aux = self.aux_heads[index]
+                losses, logits_x, logits_y = aux.loss_both_streams(
+                    feat, batch, cascade)
+                logits = OrderedDict([('', logits_y), ('x', logits_x)])
+                owned = [aux.parameters()]
             else:
                 losses, logits = self._last_module_loss(feat, cascade, batch)
                 owned = [self.head.parameters()]
@@ -289,96 +283,12 @@ class MLAANImageClassifier(LocalImageClassifier):
             detached[index] = feat.detach()
             detached.pop(index - self.span, None)
             del cascade
-            yield _Step(index, sum(losses.values()), losses, logits,
-                        list(itertools.chain(*owned)))
-
-    def _step_log(self, step: _Step,
-                  labels: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Detached loss, parts and accuracy of one step, for logging."""
-        tag = self._tags[step.index]
-        out: Dict[str, torch.Tensor] = OrderedDict()
-        out[f'loss_{tag}'] = step.loss.detach()
-        for name, value in step.losses.items():
-            part = name[len('loss'):].strip('_') if name.startswith(
-                'loss') else name
-            out[f'{tag}_{part}'] = value.detach()
-        if step.logits is not None:
-            out[f'acc_{tag}'] = self._top1(step.logits, labels)
-        return out
-
-    # ------------------------------------------------------------ forward
-    def loss(self, inputs: torch.Tensor,
-             data_samples: List[ClsDataSample]) -> Dict[str, torch.Tensor]:
-        """The reference losses of one iteration, in one graph.
-
-        Args:
-            inputs (Tensor): Preprocessed images.
-            data_samples (list[ClsDataSample]): Samples with ``gt_label``.
-
-        Returns:
-            dict[str, Tensor]: ``loss_lXX`` (w_x * L_x + w_y * L_y) for
-            every module with a loss, the detached parts ``lXX_x_<part>``
-            and ``lXX_y_ce``, and ``acc_lXX`` (top-1 of the independent
-            stream).
-        """
-        batch = self._aux_batch(inputs, data_samples)
-        losses: Dict[str, torch.Tensor] = OrderedDict()
-        for step in self._local_steps(inputs, batch):
-            losses.update(self._step_log(step, batch.labels))
-            losses[f'loss_{self._tags[step.index]}'] = step.loss
-        return losses
-
-    # --------------------------------------------------------------- train
-    def train_step(self, data: Union[dict, tuple, list],
-                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
-        """One MLAAN iteration: one backward per step, one optimizer step,
-        one EMA update.
-
-        For each module i with a loss: run both streams (under
-        ``optim_wrapper.optim_context``), ``optim_wrapper.backward`` of
-        ``loss_i`` at once, then ``self.grads_ready(...)`` with the
-        parameters no later loss reaches (module ``i - span + 1``, the
-        head of module i; everything left at the last module). Then
-        ``optim_wrapper.finish_iteration()`` and, if it updated the
-        parameters, :meth:`update_ema`.
-
-        Args:
-            data (dict | tuple | list): A batch from the dataloader.
-            optim_wrapper (OptimWrapper): A ``LocalOptimWrapper`` (or one of
-                its subclasses).
-
-        Returns:
-            dict[str, Tensor]: ``loss`` (sum of the local losses) and, per
-            module with a loss, its loss, parts and top-1 accuracy.
-        """
-        if not hasattr(optim_wrapper, 'finish_iteration'):
-            raise TypeError(
-                'MLAANImageClassifier calls backward once per local module '
-                'and steps the optimizer once per iteration, which needs '
-                "optim_wrapper=dict(type='LocalOptimWrapper', ...) (or "
-                "type='AmpLocalOptimWrapper' for mixed precision); got "
-                f'{type(optim_wrapper).__name__}')
-        with optim_wrapper.optim_context(self):
-            data = self.data_preprocessor(data, True)
-        inputs = data['inputs']
-        batch = self._aux_batch(inputs, data['data_samples'])
-        log_vars: Dict[str, torch.Tensor] = OrderedDict(loss=None)
-        total = inputs.new_zeros(())
-        steps = self._local_steps(inputs, batch)
-        while True:
-            with optim_wrapper.optim_context(self):
-                step = next(steps, None)
-            if step is None:
-                break
-            if step.loss.requires_grad:
-                optim_wrapper.backward(
-                    step.loss, name=self._module_desc(step.index))
-            self.grads_ready(step.ready)
-            step_log = self._step_log(step, batch.labels)
-            log_vars.update(step_log)
-            total = total + step_log[f'loss_{self._tags[step.index]}'].float()
-            del step
-        if optim_wrapper.finish_iteration():
-            self.update_ema()
-        log_vars['loss'] = total
-        return log_vars
+            yield LocalStep(
+                index=index,
+                name=self._module_desc(index),
+                output=feat,
+                loss=sum(losses.values()),
+                losses=losses,
+                logits=OrderedDict(
+                    (k, v) for k, v in logits.items() if v is not None),
+                params=list(itertools.chain(*owned)))
