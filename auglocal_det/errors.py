@@ -9,7 +9,7 @@ derive from the built-in exception a caller would otherwise catch, so
 
 __all__ = [
     'InputError', 'InputFileNotFoundError', 'InputTypeError',
-    'TrainingDivergedError'
+    'UnreadableFileError', 'TrainingDivergedError'
 ]
 
 
@@ -28,6 +28,11 @@ class InputFileNotFoundError(InputError, FileNotFoundError):
 class InputTypeError(InputError, TypeError):
     """A config names a component of the wrong kind (e.g. an optimizer
     wrapper that cannot train local modules)."""
+
+
+class UnreadableFileError(InputError, RuntimeError):
+    """A file the user named exists but cannot be read (corrupt, truncated
+    or of another format)."""
 
 
 class TrainingDivergedError(FloatingPointError):

@@ -18,9 +18,9 @@ import sys
 
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from auglocal_det.engine.runner import LocalRunner  # noqa: E402
 from auglocal_det.utils.cli import run_with_clean_errors  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     if 'runner_type' in cfg:
         runner = RUNNERS.build(cfg)
     else:
-        runner = Runner.from_cfg(cfg)
+        runner = LocalRunner.from_cfg(cfg)
     metrics = runner.test()
 
     if args.out_metrics:

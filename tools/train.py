@@ -13,11 +13,11 @@ import sys
 
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 # Importing the package registers its components and the trusted local
 # checkpoint loader before any config is parsed.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from auglocal_det.engine.runner import LocalRunner  # noqa: E402
 from auglocal_det.utils.cli import run_with_clean_errors  # noqa: E402
 
 AMP_WRAPPERS = {
@@ -119,7 +119,7 @@ def main() -> None:
     if 'runner_type' in cfg:
         runner = RUNNERS.build(cfg)
     else:
-        runner = Runner.from_cfg(cfg)
+        runner = LocalRunner.from_cfg(cfg)
     runner.train()
 
 

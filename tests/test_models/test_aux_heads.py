@@ -17,13 +17,16 @@ from auglocal_det.models.aux_heads import (
     auglocal_strides,
     build_aux_heads,
     interpolate_loss_weight,
-    local_learning_setting,
-    num_local_layers,
     predsim_pool_size,
     similarity_matrix,
     supervised_contrastive_loss,
 )
-from auglocal_det.models.backbones import LocalCifarResNet, LocalResNet
+from auglocal_det.models.backbones import (
+    LocalCifarResNet,
+    LocalResNet,
+    num_local_layers,
+    resnet_archs,
+)
 from auglocal_det.registry import MODELS
 
 pytestmark = pytest.mark.usefixtures('single_thread')
@@ -453,52 +456,41 @@ def test_predsim_loss_weights(r32_specs):
                                              ('resnet101', 34),
                                              ('resnet32', 16),
                                              ('resnet110', 55)])
-def test_standard_settings(arch, num_layers):
+def test_standard_networks(arch, num_layers):
     assert num_local_layers(arch) == num_layers
-    for rule in ('bp', 'auglocal', 'dgl', 'infopro', 'predsim'):
-        setting = local_learning_setting(rule, arch, aux_depth=3)
-        assert setting.num_layers == num_layers
-        assert setting.split_points is None
-        assert (setting.aux_head is None) == (rule == 'bp')
-    setting = local_learning_setting('auglocal', arch, aux_depth=4,
-                                     pyramid=True, tau=0.5)
-    assert setting.aux_head == dict(type='AugLocalAuxHead', depth=4,
-                                    pyramid=True, tau=0.5)
+    cls, depth = resnet_archs()[arch]
     with torch.device('meta'):
-        backbone = MODELS.build(setting.backbone)
+        backbone = MODELS.build(dict(type=cls.__name__, depth=depth))
         specs = backbone.local_layer_specs()
     assert len(specs) == num_layers
     if arch == 'resnet34':
         with torch.device('meta'):
-            heads = build_aux_heads(setting.aux_head, specs)
+            heads = build_aux_heads(
+                dict(type='AugLocalAuxHead', depth=4, pyramid=True, tau=0.5),
+                specs)
         assert len(heads) == 16
         assert [h.depth for h in heads] == R34_PYRAMID[(4, 0.5)][0]
+    with pytest.raises(KeyError):
+        num_local_layers('resnet33')
 
 
-def test_cifar_reproduction_setting(r32_specs):
-    setting = local_learning_setting(
-        'auglocal', 'resnet32', aux_depth=3, pyramid=True,
-        cifar_reproduction=True)
-    assert setting.split_points == list(range(12)) + [15]
-    assert setting.aux_head['bn1d_if_shallow'] is True
-    heads = build_aux_heads(setting.aux_head, r32_specs,
-                            setting.split_points, num_classes=10,
-                            image_size=32)
+def test_cifar_reproduction_split(r32_specs):
+    """The official CIFAR script's AugLocal: heads on the first K - d - 1
+    layers only, BatchNorm1d before the classifier of shallow heads."""
+    heads = build_aux_heads(
+        dict(
+            type='AugLocalAuxHead',
+            depth=3,
+            pyramid=True,
+            bn1d_if_shallow=True),
+        r32_specs,
+        list(range(12)) + [15],
+        num_classes=10,
+        image_size=32)
     assert len(heads) == 12
     assert [h.depth for h in heads] == [3] * 6 + [2] * 6
     assert heads[1].sampled_layers == [6, 10, 15]
     assert _num_params(heads[1]) == 91466
-    infopro = local_learning_setting('infopro', 'resnet32')
-    assert infopro.aux_head['lambda_x'] == (5.0, 0.2)
-    assert infopro.aux_head['lambda_y'] == (0.05, 0.5)
-    infopro = local_learning_setting('infopro', 'resnet110')
-    assert infopro.aux_head['lambda_x'] == (5.0, 0.5)
-    with pytest.raises(ValueError):
-        local_learning_setting('dgl', 'resnet32', cifar_reproduction=True)
-    with pytest.raises(KeyError):
-        local_learning_setting('auglocal', 'resnet33')
-    with pytest.raises(KeyError):
-        local_learning_setting('mystery', 'resnet32')
     assert len(build_aux_heads(None, r32_specs)) == 0
     with pytest.raises(ValueError):
         build_aux_heads(dict(type='DGLAuxHead'), r32_specs, [3, 2, 15])

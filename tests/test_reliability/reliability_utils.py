@@ -22,8 +22,9 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModel
-from mmengine.runner import Runner
 from torch.utils.data import Dataset
+
+from auglocal_det.engine.runner import LocalRunner
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 LAUNCHER = osp.join(osp.dirname(osp.abspath(__file__)),
@@ -230,7 +231,7 @@ def toy_runner(work_dir: str,
                max_epochs: int,
                batch_size: int = 4,
                runner_args: Optional[dict] = None,
-               **hook_args) -> Runner:
+               **hook_args) -> LocalRunner:
     """An MMEngine run of a linear model on 8 random vectors, with
     ``AtomicCheckpointHook(**hook_args)`` (every epoch by default) and
     ``ResumableEpochBasedTrainLoop``; ``runner_args`` override the
@@ -254,4 +255,4 @@ def toy_runner(work_dir: str,
         randomness=dict(seed=0),
         default_scope='mmengine')
     args.update(runner_args or {})
-    return Runner(**args)
+    return LocalRunner(**args)

@@ -11,10 +11,11 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch.utils.data import Dataset
 
-import auglocal_det  # noqa: F401  (registers the trusted local loader)
-from auglocal_det.utils.checkpoint import (
+import auglocal_det  # noqa: F401  (registers the runner)
+from auglocal_det.engine.runner import (
+    LocalRunner,
     load_local_checkpoint,
-    register_trusted_local_loader,
+    trusted_local_checkpoints,
 )
 
 
@@ -52,8 +53,8 @@ class ToyModel(BaseModel):
 _RUNS = iter(range(1000))
 
 
-def _runner(work_dir, max_epochs, **kwargs):
-    return Runner(
+def _runner(work_dir, max_epochs, runner_cls=LocalRunner, **kwargs):
+    return runner_cls(
         experiment_name=f'toy_{next(_RUNS)}',
         model=ToyModel(),
         work_dir=work_dir,
@@ -122,13 +123,30 @@ def test_load_from_full_checkpoint(tmp_path):
                                saved['state_dict']['fc.weight'])
 
 
-def test_loader_registration_is_local_only_and_idempotent(tmp_path):
-    register_trusted_local_loader()
-    register_trusted_local_loader()
-    assert CheckpointLoader._get_checkpoint_loader(
-        str(tmp_path / 'x.pth')) is load_local_checkpoint
-    assert CheckpointLoader._get_checkpoint_loader(
-        'https://example.com/x.pth') is not load_local_checkpoint
+def test_trust_is_scoped_to_load_or_resume(tmp_path):
+    """Local files are read with weights_only=False only inside the
+    context (which LocalRunner opens around load_or_resume); MMEngine's
+    loader is back afterwards, and remote schemes are never affected."""
+    local = str(tmp_path / 'x.pth')
+    before = CheckpointLoader._get_checkpoint_loader(local)
+    assert before is not load_local_checkpoint
+    with trusted_local_checkpoints():
+        assert CheckpointLoader._get_checkpoint_loader(
+            local) is load_local_checkpoint
+        assert CheckpointLoader._get_checkpoint_loader(
+            'https://example.com/x.pth') is not load_local_checkpoint
+    assert CheckpointLoader._get_checkpoint_loader(local) is before
+
+    # MMEngine's own Runner, outside the context, refuses the full
+    # checkpoint: importing the package changes nothing for it
+    _runner(str(tmp_path), max_epochs=1).train()
+    plain = _runner(
+        str(tmp_path / 'plain'),
+        max_epochs=1,
+        runner_cls=Runner,
+        load_from=osp.join(str(tmp_path), 'epoch_1.pth'))
+    with pytest.raises(pickle.UnpicklingError):
+        plain.load_or_resume()
 
 
 def test_clear_errors_name_the_file(tmp_path):

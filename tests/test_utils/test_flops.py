@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 import auglocal_det  # noqa: F401  (registers the components)
-from auglocal_det.models.aux_heads import local_learning_setting
+from auglocal_det.models.backbones import num_local_layers, resnet_archs
 from auglocal_det.registry import MODELS
 from auglocal_det.utils.flops import (
     FlopsReport,
@@ -39,17 +39,33 @@ def _build(rule: str,
            image_size: int,
            num_classes: int,
            cifar_reproduction: bool = False,
-           **kwargs) -> nn.Module:
-    setting = local_learning_setting(
-        rule, arch, cifar_reproduction=cifar_reproduction, **kwargs)
+           aux_depth: int = 4,
+           **aux_kwargs) -> nn.Module:
+    """The paper's classifier: one module per local layer; with
+    ``cifar_reproduction`` (AugLocal), the official CIFAR script's split:
+    heads on the first K - d - 1 layers, the last d + 1 layers trained end
+    to end with the output layer, BatchNorm1d in heads of depth <= 1."""
+    cls, depth = resnet_archs()[arch]
+    aux_head = dict(
+        auglocal=dict(type='AugLocalAuxHead', depth=aux_depth, **aux_kwargs),
+        dgl=dict(type='DGLAuxHead'),
+        infopro=dict(type='InfoProAuxHead'),
+        predsim=dict(type='PredSimAuxHead')).get(rule)
+    split_points = None
+    if cifar_reproduction:
+        num_layers = num_local_layers(arch)
+        aux_head.update(bn1d_if_shallow=True)
+        split_points = list(range(num_layers - aux_depth - 1)) + [
+            num_layers - 1
+        ]
     return MODELS.build(
         dict(
             type='LocalImageClassifier',
-            backbone=setting.backbone,
-            aux_head=setting.aux_head,
+            backbone=dict(type=cls.__name__, depth=depth),
+            aux_head=aux_head,
             num_classes=num_classes,
             image_size=image_size,
-            split_points=setting.split_points,
+            split_points=split_points,
             rule='bp' if rule == 'bp' else 'local'))
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from auglocal_det.models import LocalResNet
-from auglocal_det.utils.pretrained import (
+from auglocal_det.models.backbones.pretrained import (
     check_backbone_checkpoint,
     describe_resnet_state_dict,
 )

@@ -42,14 +42,13 @@ EXPORT_FORMAT = 'auglocal_det.backbone_export/v1'
 BACKBONE_PREFIX = 'backbone.'
 FC_PREFIX = 'head.fc.'
 AUX_PREFIX = 'aux_heads.'
-#: torchvision constructors by ResNet depth.
-TORCHVISION_ARCHS = {
-    18: 'resnet18',
-    34: 'resnet34',
-    50: 'resnet50',
-    101: 'resnet101',
-    152: 'resnet152'
-}
+
+
+def torchvision_arch(depth: Optional[int]) -> Optional[str]:
+    """Name of torchvision's ResNet constructor of a depth (the ImageNet
+    depths of ``LocalResNet.arch_settings``), or None."""
+    from auglocal_det.models.backbones import LocalResNet
+    return f'resnet{depth}' if depth in LocalResNet.arch_settings else None
 
 
 class NotAClassifierCheckpointError(ValueError):
@@ -133,7 +132,7 @@ def to_torchvision_state_dict(
         ResNet, e.g. a CIFAR ResNet) and the torchvision architecture name
         or the reason it was skipped.
     """
-    arch = TORCHVISION_ARCHS.get(depth)
+    arch = torchvision_arch(depth)
     if arch is None:
         return None, f'no torchvision ResNet of depth {depth}'
     import torchvision
@@ -323,7 +322,7 @@ def export_checkpoint(checkpoint_path: str,
         NotAClassifierCheckpointError: If it is not a checkpoint of a
             ``LocalImageClassifier``.
     """
-    from auglocal_det.utils.checkpoint import load_local_checkpoint
+    from auglocal_det.engine.runner.checkpoint import load_local_checkpoint
     checkpoint = load_local_checkpoint(checkpoint_path, map_location='cpu')
     if not isinstance(checkpoint, dict):
         raise NotAClassifierCheckpointError(

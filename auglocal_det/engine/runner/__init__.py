@@ -1,3 +1,8 @@
+from .checkpoint import load_local_checkpoint, trusted_local_checkpoints
+from .local_runner import LocalRunner
 from .resumable_epoch_loop import ResumableEpochBasedTrainLoop, iteration_seeds
 
-__all__ = ['ResumableEpochBasedTrainLoop', 'iteration_seeds']
+__all__ = [
+    'LocalRunner', 'ResumableEpochBasedTrainLoop', 'iteration_seeds',
+    'load_local_checkpoint', 'trusted_local_checkpoints'
+]

@@ -6,12 +6,7 @@ from .auglocal import (
                        auglocal_strides,
 )
 from .base import AuxBatch, BaseAuxHead, interpolate_loss_weight
-from .builder import (
-                       LocalLearningSetting,
-                       build_aux_heads,
-                       local_learning_setting,
-                       num_local_layers,
-)
+from .builder import build_aux_heads
 from .dgl import DGLAuxHead
 from .infopro import InfoProAuxHead, supervised_contrastive_loss
 from .mlaan import (
@@ -28,7 +23,6 @@ __all__ = [
     'DGLAuxHead', 'InfoProAuxHead', 'PredSimAuxHead', 'auglocal_aux_depth',
     'auglocal_depth_list', 'auglocal_sample_layers', 'auglocal_strides',
     'predsim_pool_size', 'similarity_matrix', 'supervised_contrastive_loss',
-    'LocalLearningSetting', 'build_aux_heads', 'local_learning_setting',
-    'num_local_layers', 'MLAANAuxHead', 'MLAANIndependentHead',
+    'build_aux_heads', 'MLAANAuxHead', 'MLAANIndependentHead',
     'LeapAugmentedModule', 'MLAAN_LEAP_LAYERS', 'mlaan_leap_layers'
 ]

@@ -144,9 +144,13 @@ class InfoProAuxHead(BaseAuxHead):
         base_temperature (float): SupCon reference temperature. Defaults to
             0.07.
         lambda_x (float or Sequence[float]): Weight of the reconstruction
-            loss, ``(first, last)`` or constant. Defaults to (5.0, 0.5).
+            loss, ``(first, last)`` or constant. Defaults to (5.0, 0.5),
+            the published setting of ResNet-110 with K = 55, which the
+            package also uses where none is published (the ImageNet
+            ResNets). ResNet-32 with K = 16 has its own published setting,
+            in its config.
         lambda_y (float or Sequence[float]): Weight of the classification
-            loss. Defaults to (0.0, 1.0).
+            loss. Defaults to (0.0, 1.0) (as ``lambda_x``).
         **kwargs: Other arguments of :class:`BaseAuxHead`.
     """
 

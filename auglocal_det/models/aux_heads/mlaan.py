@@ -92,18 +92,12 @@ MLAAN_LEAP_LAYERS: Dict[str, List[List[str]]] = {
         _repeat(3, ('layer3.16', 'layer3.17')) + [['layer3.17']]),
 }
 
-#: Network of each (block type, blocks per stage).
-_ARCHS = {
-    ('BasicBlock', (3, 4, 6, 3)): 'resnet34',
-    ('Bottleneck', (3, 4, 23, 3)): 'resnet101',
-    ('BasicBlock', (5, 5, 5)): 'resnet32',
-    ('BasicBlock', (18, 18, 18)): 'resnet110',
-}
-
-
 def _arch_of(layer_specs: Sequence[LocalLayerSpec]) -> Optional[str]:
     """Name of the network described by ``layer_specs`` (None if unknown).
     """
+    # imported here: the backbones' module imports the layers, as this one
+    from ..backbones.local_resnet import resnet_arch_name
+
     blocks = [spec for spec in layer_specs if spec.block != 'stem']
     if not blocks:
         return None
@@ -111,7 +105,7 @@ def _arch_of(layer_specs: Sequence[LocalLayerSpec]) -> Optional[str]:
     for spec in blocks:
         stage = spec.name.split('.')[0]
         stages[stage] = stages.get(stage, 0) + 1
-    return _ARCHS.get((blocks[0].block, tuple(stages.values())))
+    return resnet_arch_name(blocks[0].block, tuple(stages.values()))
 
 
 def mlaan_leap_layers(layer_specs: Sequence[LocalLayerSpec],

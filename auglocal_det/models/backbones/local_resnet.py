@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -11,7 +11,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from auglocal_det.registry import MODELS
-from auglocal_det.utils.pretrained import check_backbone_checkpoint
+from .pretrained import check_backbone_checkpoint
 
 from ..layers import (
     BasicBlock,
@@ -21,7 +21,10 @@ from ..layers import (
     make_res_layer,
 )
 
-__all__ = ['LocalResNet', 'LocalCifarResNet']
+__all__ = [
+    'LocalResNet', 'LocalCifarResNet', 'resnet_archs', 'resnet_arch_name',
+    'num_local_layers'
+]
 
 
 @MODELS.register_module()
@@ -293,7 +296,7 @@ class LocalResNet(BaseModule):
         """Initialise as ``BaseModule`` does; with
         ``init_cfg=dict(type='Pretrained', ...)`` first check that the file
         holds weights of this network
-        (:func:`~auglocal_det.utils.pretrained.check_backbone_checkpoint`),
+        (:func:`~auglocal_det.models.backbones.pretrained.check_backbone_checkpoint`),
         since MMEngine would load a wrong file partially with a warning."""
         cfg = self.init_cfg
         if not self._is_init and isinstance(cfg, dict) and \
@@ -398,3 +401,60 @@ class LocalCifarResNet(LocalResNet):
 
     def _stem_modules(self) -> OrderedDict[str, nn.Module]:
         return OrderedDict(conv1=self.conv1, bn1=self.bn1, relu=self.relu)
+
+
+def resnet_archs() -> Dict[str, Tuple[type, int]]:
+    """Every named ResNet of the two backbone classes.
+
+    Derived from ``arch_settings`` of :class:`LocalResNet` (ImageNet) and
+    :class:`LocalCifarResNet` (CIFAR), the one table of depths, block types
+    and blocks per stage.
+
+    Returns:
+        dict[str, tuple[type, int]]: ``'resnet34' -> (LocalResNet, 34)``,
+        ``'resnet110' -> (LocalCifarResNet, 110)``, ...
+    """
+    return {
+        f'resnet{depth}': (cls, depth)
+        for cls in (LocalResNet, LocalCifarResNet)
+        for depth in cls.arch_settings
+    }
+
+
+def resnet_arch_name(block: str,
+                     stage_blocks: Sequence[int]) -> Optional[str]:
+    """Name of the ResNet with this block type and blocks per stage.
+
+    Args:
+        block (str): ``'BasicBlock'`` or ``'Bottleneck'``.
+        stage_blocks (Sequence[int]): Blocks per stage, e.g. (3, 4, 6, 3).
+
+    Returns:
+        str or None: E.g. ``'resnet34'``; None for no standard ResNet.
+    """
+    for name, (cls, depth) in resnet_archs().items():
+        block_cls, blocks = cls.arch_settings[depth]
+        if block_cls.__name__ == block and tuple(blocks) == tuple(
+                stage_blocks):
+            return name
+    return None
+
+
+def num_local_layers(arch: str) -> int:
+    """Number of local layers of a named ResNet (stem + blocks).
+
+    Args:
+        arch (str): ``'resnet34'``, ``'resnet110'``, ...
+
+    Returns:
+        int: E.g. 17 for ResNet-34, 55 for ResNet-110.
+
+    Raises:
+        KeyError: For an unknown name.
+    """
+    archs = resnet_archs()
+    if arch not in archs:
+        raise KeyError(f'unknown arch {arch!r}; expected one of '
+                       f'{sorted(archs)}')
+    cls, depth = archs[arch]
+    return 1 + sum(cls.arch_settings[depth][1])

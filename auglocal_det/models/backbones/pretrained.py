@@ -18,7 +18,11 @@ import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
-from .checkpoint import load_local_checkpoint
+from auglocal_det.errors import (
+    InputError,
+    InputFileNotFoundError,
+    UnreadableFileError,
+)
 
 __all__ = ['check_backbone_checkpoint', 'describe_resnet_state_dict']
 
@@ -30,14 +34,6 @@ _EXPORT_RE = re.compile(
 _HEAD_PREFIXES = ('fc.', )
 #: Keys that old checkpoints lack without harm (BN counters, torch < 0.4.1).
 _OPTIONAL_SUFFIXES = ('num_batches_tracked', )
-#: Block counts per stage of the standard ResNets.
-_RESNET_DEPTHS = {
-    ('BasicBlock', (2, 2, 2, 2)): 18,
-    ('BasicBlock', (3, 4, 6, 3)): 34,
-    ('Bottleneck', (3, 4, 6, 3)): 50,
-    ('Bottleneck', (3, 4, 23, 3)): 101,
-    ('Bottleneck', (3, 8, 36, 3)): 152,
-}
 _MAX_LISTED = 8
 _CFG_KEY = 'model.backbone.init_cfg.checkpoint'
 
@@ -106,8 +102,12 @@ def describe_resnet_state_dict(keys: Sequence[str]) -> Optional[str]:
         return None
     stages = tuple(blocks[i] for i in sorted(blocks))
     block = 'Bottleneck' if bottleneck else 'BasicBlock'
-    depth = _RESNET_DEPTHS.get((block, stages))
-    name = f'ResNet-{depth}' if depth else 'a ResNet-like network'
+    # imported here: the backbones' module imports this one
+    from .local_resnet import resnet_arch_name
+
+    arch = resnet_arch_name(block, stages)
+    name = f'ResNet-{arch[len("resnet"):]}' if arch else \
+        'a ResNet-like network'
     return f'{name} ({block} blocks, stages {stages})'
 
 
@@ -122,17 +122,23 @@ def _load(path: str, map_location: Any) -> Any:
         if osp.isfile(osp.join(local, 'backbone.pth')):
             hint = (f' It holds an exported backbone: use '
                     f'{osp.join(path, "backbone.pth")!r}.')
-        raise ValueError(
+        raise InputError(
             f'pretrained backbone {path!r} is a directory, not a '
             f'checkpoint file.{hint}')
     if not osp.isfile(local):
-        raise FileNotFoundError(_missing_message(path))
+        raise InputFileNotFoundError(_missing_message(path))
     try:
-        return load_local_checkpoint(local, map_location=map_location)
-    except RuntimeError as exc:
-        raise ValueError(
-            f'pretrained backbone {path!r} is not a readable checkpoint: '
-            f'{exc}') from exc
+        # weights only, as MMEngine's Pretrained initializer reads it
+        return torch.load(local, map_location=map_location,
+                          weights_only=True)
+    except Exception as exc:  # corrupt, truncated or a full checkpoint
+        first_line = (str(exc).strip().splitlines() or [''])[0]
+        raise UnreadableFileError(
+            f'pretrained backbone {path!r} is not a readable checkpoint of '
+            f'weights ({type(exc).__name__}: {first_line}). A full training '
+            'checkpoint holds more than tensors: export its backbone with '
+            f'`python tools/model_converters/export_backbone.py {path}` and '
+            f'point {_CFG_KEY} at the backbone.pth it writes') from exc
 
 
 def _missing_message(path: str) -> str:
@@ -162,14 +168,14 @@ def _extract_state_dict(path: str, checkpoint: Any,
                         prefix: Optional[str]) -> Dict[str, Any]:
     """Return the backbone's state dict held by ``checkpoint``."""
     if not isinstance(checkpoint, dict):
-        raise ValueError(
+        raise InputError(
             f'pretrained backbone {path!r} holds a '
             f'{type(checkpoint).__name__}, not a state dict or a '
             f'checkpoint dict')
     state_dict = checkpoint.get('state_dict', checkpoint)
     if not isinstance(state_dict, dict) or not all(
             torch.is_tensor(v) for v in state_dict.values()):
-        raise ValueError(
+        raise InputError(
             f'pretrained backbone {path!r} is neither an exported backbone '
             f"({{'state_dict': ..., 'meta': ...}}) nor a plain state dict; "
             f'its top-level keys are {_listing(list(checkpoint))}')
@@ -183,7 +189,7 @@ def _extract_state_dict(path: str, checkpoint: Any,
                                for k, v in state_dict.items()
                                if k.startswith(prefix))
         if not selected:
-            raise ValueError(
+            raise InputError(
                 f'pretrained backbone {path!r} has no key under prefix '
                 f'{prefix!r} (init_cfg.prefix); its keys start with '
                 f'{_listing(_top_level_names(state_dict))}')
@@ -195,14 +201,12 @@ def _extract_state_dict(path: str, checkpoint: Any,
     if training_parts or 'backbone' in nested:
         found = training_parts + [f'{name}.*' for name in nested
                                   if name in ('backbone', 'aux_heads')]
-        raise ValueError(
+        raise InputError(
             f'pretrained backbone {path!r} is a full training checkpoint '
             f'(it has {", ".join(found)}), not an exported backbone. '
             f'Export its backbone with `python '
             f'tools/model_converters/export_backbone.py {path}` and point '
-            f'{_CFG_KEY} at the backbone.pth it writes (or, to load the '
-            f"backbone straight from this file, set init_cfg.prefix="
-            f"'backbone.').")
+            f'{_CFG_KEY} at the backbone.pth it writes.')
     return state_dict
 
 
@@ -248,7 +252,7 @@ def _check_keys(path: str, state_dict: Dict[str, Any],
     lines.append(f'Point {_CFG_KEY} at a backbone of the same '
                  f'architecture (--cfg-options {_CFG_KEY}=PATH) or change '
                  f'model.backbone to match the file.')
-    raise ValueError('\n'.join(lines))
+    raise InputError('\n'.join(lines))
 
 
 def _top_level_names(state_dict: Dict[str, Any]) -> List[str]:
