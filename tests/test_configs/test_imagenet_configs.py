@@ -33,12 +33,28 @@ def test_config_builds(config):
         # on the meta device: the real constructors, no memory or init
         with torch.device('meta'):
             model = MODELS.build(cfg.model)
-        assert model.num_modules >= 1
+        num_layers = len(model.backbone.local_layer_specs())
+        # the modules cover every local layer once, in order
+        ranges = model.module_ranges
+        assert ranges[0][0] == 0 and ranges[-1][1] == num_layers - 1
+        assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:]))
+        expected_aux = 0 if model.rule == 'bp' else model.num_modules - 1
+        assert model.num_aux == expected_aux
+        assert model.head.fc.out_features == cfg.model.get(
+            'num_classes', 1000)
         return
     pytest.importorskip('mmdet')
     scope = cfg.get('default_scope', 'mmdet')
     with DefaultScope.overwrite_default_scope(scope):
-        assert MODELS.build(cfg.model) is not None
+        model = MODELS.build(cfg.model)
+    # the detector holds the config's ResNet and predicts the data's classes
+    backbone = cfg.model.backbone
+    assert type(model.backbone).__name__ == backbone.type.split('.')[-1]
+    assert model.backbone.depth == backbone.depth
+    classes = cfg.train_dataloader.dataset.get('metainfo', {}).get('classes')
+    num_classes = len(classes) if classes else 80  # COCO's
+    assert model.roi_head.bbox_head.num_classes == num_classes
+    assert model.roi_head.mask_head.num_classes == num_classes
 
 
 def _imagenet_cfg(name):

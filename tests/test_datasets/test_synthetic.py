@@ -138,4 +138,7 @@ def test_coco_shapes_load_with_pycocotools(tmp_path):
         mask = coco.annToMask(ann)
         # rasterised polygon area agrees with the stored area
         assert abs(mask.sum() - ann['area']) < 0.25 * ann['area'] + 8
-        assert mask_api is not None
+        # and the box of the rasterised mask with the stored box
+        rle = mask_api.encode(np.asfortranarray(mask))
+        np.testing.assert_allclose(mask_api.toBbox(rle), ann['bbox'],
+                                   atol=1.5)

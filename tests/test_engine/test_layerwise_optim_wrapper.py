@@ -28,8 +28,6 @@ IMAGE_SIZE = 16
 NUM_CLASSES = 5
 
 
-pytestmark = pytest.mark.usefixtures('single_thread')
-
 
 def _model(aux_head=None, rule='local') -> nn.Module:
     torch.manual_seed(0)

@@ -29,9 +29,6 @@ from auglocal_det.models.backbones import (
 )
 from auglocal_det.registry import MODELS
 
-pytestmark = pytest.mark.usefixtures('single_thread')
-
-
 # Official AugLocal ImageNet ResNet-34 (K=17) per-head parameter counts.
 R34_AUGLOCAL_COUNTS = {
     1: [3203048] * 4 + [3530728] * 4 + [4186088] * 6 + [5233640] * 2,

@@ -14,8 +14,6 @@ from auglocal_det.models.layers import (
     make_res_layer,
 )
 
-pytestmark = pytest.mark.usefixtures('single_thread')
-
 
 def _tv_block(block_cls, inplanes, planes, stride):
     out = planes * block_cls.expansion

@@ -55,8 +55,6 @@ def model_cfg(aux_head, **kwargs) -> dict:
     return cfg
 
 
-pytestmark = pytest.mark.usefixtures('single_thread')
-
 
 def build(rule: str, **kwargs) -> LocalImageClassifier:
     """A fresh copy of the (cached) model of ``rule``, in train mode."""

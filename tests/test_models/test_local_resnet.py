@@ -10,8 +10,6 @@ from auglocal_det.models.backbones import (
 )
 from auglocal_det.registry import MODELS
 
-pytestmark = pytest.mark.usefixtures('single_thread')
-
 
 def _randomize_bn(model):
     """Non-trivial BN parameters and statistics."""

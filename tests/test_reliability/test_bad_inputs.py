@@ -14,8 +14,8 @@ from PIL import Image
 from reliability_utils import run_train
 
 from auglocal_det.datasets import ImageNet, LoadImageTensor
-from auglocal_det.registry import MODELS
 from auglocal_det.models.backbones.pretrained import check_backbone_checkpoint
+from auglocal_det.registry import MODELS
 
 
 def _image(path: str, size: int = 8) -> None:

@@ -31,8 +31,6 @@ R34_D4_HEADS = [
 ]
 
 
-pytestmark = pytest.mark.usefixtures('single_thread')
-
 
 def _build(rule: str,
            arch: str,

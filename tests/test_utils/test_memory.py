@@ -1,5 +1,4 @@
 """Tests of the live-tensor memory tracker."""
-import pytest
 import torch
 import torch.nn as nn
 
@@ -11,8 +10,6 @@ from auglocal_det.utils.memory import LiveTensorTracker, format_bytes
 
 MiB = 1 << 20
 
-
-pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def test_counts_storages_once_and_releases_them():

@@ -82,8 +82,9 @@ def check_local_optim_wrapper(optim_wrapper: Any, needed_by: str) -> None:
             ``"LocalImageClassifier(rule='local')"``).
 
     Raises:
-        InputTypeError: If ``optim_wrapper`` is not a :class:`LocalOptimWrapper`;
-            the message names the config key to set.
+        InputTypeError: If ``optim_wrapper`` is not a
+            :class:`LocalOptimWrapper`; the message names the config key to
+            set.
     """
     if not isinstance(optim_wrapper, LocalOptimWrapper):
         raise InputTypeError(

@@ -11,7 +11,6 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from auglocal_det.registry import MODELS
-from .pretrained import check_backbone_checkpoint
 
 from ..layers import (
     BasicBlock,
@@ -20,6 +19,7 @@ from ..layers import (
     build_norm_layer,
     make_res_layer,
 )
+from .pretrained import check_backbone_checkpoint
 
 __all__ = [
     'LocalResNet', 'LocalCifarResNet', 'resnet_archs', 'resnet_arch_name',
