@@ -6,6 +6,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 from mmengine.dataset import BaseDataset
 from mmengine.fileio import get_text
 
+from auglocal_det.errors import InputError, InputFileNotFoundError
 from auglocal_det.registry import DATASETS
 
 __all__ = ['ImageNet', 'IMG_EXTENSIONS']
@@ -98,7 +99,7 @@ class ImageNet(BaseDataset):
                  num_classes: Optional[int] = None,
                  **kwargs) -> None:
         if not split or osp.sep in split:
-            raise ValueError(
+            raise InputError(
                 f'ImageNet: split must be a folder name such as "train" or '
                 f'"val", got {split!r}')
         metainfo = kwargs.get('metainfo') or {}
@@ -135,7 +136,7 @@ class ImageNet(BaseDataset):
             classes = self._resolve_classes(required=True)
             data_list = self._scan_folder(img_dir, classes)
         if self.num_classes is not None and len(classes) != self.num_classes:
-            raise ValueError(
+            raise InputError(
                 f'ImageNet: found {len(classes)} classes for {img_dir!r} but '
                 f'num_classes={self.num_classes} (the model\'s number of '
                 f'classes). {PREPARE_HINT}')
@@ -145,7 +146,7 @@ class ImageNet(BaseDataset):
     def _check_root(self) -> None:
         root = self.data_root or '.'
         if not osp.isdir(root):
-            raise FileNotFoundError(
+            raise InputFileNotFoundError(
                 f'ImageNet: data root {self.data_root!r} (absolute: '
                 f'{osp.abspath(root)!r}) does not exist. {PREPARE_HINT}')
 
@@ -158,26 +159,26 @@ class ImageNet(BaseDataset):
                     and self.data_root:
                 path = osp.join(self.data_root, path)
             if not osp.isfile(path):
-                raise FileNotFoundError(
+                raise InputFileNotFoundError(
                     f'ImageNet: class list file {classes!r} not found (also '
                     f'looked for {path!r})')
             names = [ln.strip() for ln in get_text(path).splitlines()]
             classes = [n for n in names if n]
             if not classes:
-                raise ValueError(f'ImageNet: class list file {path!r} is '
+                raise InputError(f'ImageNet: class list file {path!r} is '
                                  'empty')
         if classes is not None:
             classes = [str(c) for c in classes]
             dup = sorted({c for c in classes if classes.count(c) > 1})
             if dup:
-                raise ValueError(
+                raise InputError(
                     f'ImageNet: classes lists {dup} more than once')
             return classes
 
         train_dir = osp.join(self.data_root, 'train')
         if not osp.isdir(train_dir):
             if required:
-                raise FileNotFoundError(
+                raise InputFileNotFoundError(
                     f'ImageNet: cannot infer the class list: {train_dir!r} '
                     f'does not exist (give classes=[...] or a class list '
                     f'file). {PREPARE_HINT}')
@@ -185,7 +186,7 @@ class ImageNet(BaseDataset):
         classes = _list_dirs(train_dir)
         if not classes:
             if required:
-                raise FileNotFoundError(
+                raise InputFileNotFoundError(
                     f'ImageNet: {train_dir!r} has no class folders; expected '
                     f'{train_dir}/<wnid>/*.JPEG. {PREPARE_HINT}')
             return None
@@ -193,7 +194,7 @@ class ImageNet(BaseDataset):
 
     def _scan_folder(self, img_dir: str, classes: List[str]) -> List[dict]:
         if not osp.isdir(img_dir):
-            raise FileNotFoundError(
+            raise InputFileNotFoundError(
                 f'ImageNet: split folder {img_dir!r} does not exist. '
                 f'{PREPARE_HINT}')
         found = _list_dirs(img_dir)
@@ -203,20 +204,20 @@ class ImageNet(BaseDataset):
                     f'into <wnid> folders or use the list layout with '
                     f'ann_file="meta/{self.split}.txt")'
                     if loose else 'no class folders')
-            raise FileNotFoundError(
+            raise InputFileNotFoundError(
                 f'ImageNet: split folder {img_dir!r} has {what}. '
                 f'{PREPARE_HINT}')
         known = set(classes)
         extra = [c for c in found if c not in known]
         if extra:
-            raise ValueError(
+            raise InputError(
                 f'ImageNet: class folder(s) {self._few(extra)} in {img_dir!r} '
                 f'are not in the class list ({len(classes)} classes, '
                 f'{self._class_source()}); every split must use the same '
                 f'classes')
         missing = [c for c in classes if c not in set(found)]
         if missing:
-            raise FileNotFoundError(
+            raise InputFileNotFoundError(
                 f'ImageNet: class folder(s) {self._few(missing)} missing from '
                 f'{img_dir!r} ({len(missing)} of {len(classes)} classes of '
                 f'{self._class_source()}). {PREPARE_HINT}')
@@ -225,7 +226,7 @@ class ImageNet(BaseDataset):
             cls_dir = osp.join(img_dir, name)
             files = _list_images(cls_dir)
             if not files:
-                raise FileNotFoundError(
+                raise InputFileNotFoundError(
                     f'ImageNet: class folder {cls_dir!r} has no images '
                     f'(extensions {", ".join(IMG_EXTENSIONS)})')
             data_list.extend(
@@ -237,7 +238,7 @@ class ImageNet(BaseDataset):
             self, img_dir: str,
             classes: Optional[List[str]]) -> Tuple[List[dict], List[str]]:
         if not osp.isfile(self.ann_file):
-            raise FileNotFoundError(
+            raise InputFileNotFoundError(
                 f'ImageNet: list file {self.ann_file!r} does not exist. '
                 f'{PREPARE_HINT}')
         data_list = []
@@ -253,12 +254,12 @@ class ImageNet(BaseDataset):
             except ValueError:
                 label = -1
             if not path.strip() or label < 0:
-                raise ValueError(
+                raise InputError(
                     f'ImageNet: {self.ann_file}:{lineno}: expected '
                     f'"relative/path.JPEG label" with an integer label >= 0, '
                     f'got {line!r}')
             if classes is not None and label >= len(classes):
-                raise ValueError(
+                raise InputError(
                     f'ImageNet: {self.ann_file}:{lineno}: label {label} out '
                     f'of range for {len(classes)} classes '
                     f'({self._class_source()})')
@@ -268,14 +269,14 @@ class ImageNet(BaseDataset):
                     img_path=osp.join(img_dir, path.strip()),
                     gt_label=label))
         if not data_list:
-            raise ValueError(
+            raise InputError(
                 f'ImageNet: list file {self.ann_file!r} has no images. '
                 f'{PREPARE_HINT}')
         if classes is None:
             num = self.num_classes or max_label + 1
             classes = [str(i) for i in range(num)]
             if max_label >= num:
-                raise ValueError(
+                raise InputError(
                     f'ImageNet: {self.ann_file!r} has label {max_label} but '
                     f'num_classes={num}')
         return data_list, classes

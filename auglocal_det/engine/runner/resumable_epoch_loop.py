@@ -50,6 +50,7 @@ from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop
 from torch.utils.data import DataLoader, IterableDataset
 
+from auglocal_det.errors import InputError
 from auglocal_det.registry import LOOPS
 
 __all__ = ['ResumableEpochBasedTrainLoop', 'iteration_seeds']
@@ -174,7 +175,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
             done = self._iter - int(info['iter'])
             saved = int(info['num_batches'])
             if done and saved != num_batches:
-                raise ValueError(
+                raise InputError(
                     f'cannot resume in the middle of epoch '
                     f'{self._epoch + 1}: the checkpoint was written after '
                     f'batch {done} of {saved} of that epoch, but '
@@ -186,7 +187,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         else:  # a fresh run, or a checkpoint written by another loop
             done = self._iter - self._epoch * num_batches
         if not 0 <= done <= num_batches:
-            raise ValueError(
+            raise InputError(
                 f'cannot resume: iteration {self._iter} does not fall in '
                 f'epoch {self._epoch + 1} of {num_batches} batches '
                 '(train_dataloader.batch_size, the training data set or the '

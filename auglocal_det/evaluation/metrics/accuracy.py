@@ -4,6 +4,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.evaluator import BaseMetric
 
+from auglocal_det.errors import InputError
 from auglocal_det.registry import METRICS
 
 __all__ = ['Accuracy', 'get_field']
@@ -63,7 +64,7 @@ class Accuracy(BaseMetric):
         super().__init__(collect_device=collect_device, prefix=prefix)
         topk = (topk, ) if isinstance(topk, int) else tuple(topk)
         if not topk or any(int(k) < 1 for k in topk):
-            raise ValueError(f'Accuracy: topk must be positive integers, '
+            raise InputError(f'Accuracy: topk must be positive integers, '
                              f'got {topk}')
         self.topk = tuple(sorted({int(k) for k in topk}))
 

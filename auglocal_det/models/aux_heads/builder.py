@@ -6,6 +6,7 @@ from typing import Optional, Sequence, Union
 
 from mmengine.model import ModuleList
 
+from auglocal_det.errors import InputError
 from auglocal_det.registry import MODELS
 
 from ..layers import LocalLayerSpec
@@ -43,7 +44,7 @@ def build_aux_heads(aux_head: Optional[Union[dict, Sequence[dict]]],
     split_points = list(split_points)
     if split_points[-1] != num_layers - 1 or any(
             a >= b for a, b in zip(split_points, split_points[1:])):
-        raise ValueError('split_points must increase and end at the last '
+        raise InputError('split_points must increase and end at the last '
                          f'local layer ({num_layers - 1}): {split_points}')
     aux_layers = split_points[:-1]
     num_aux = len(aux_layers)
@@ -55,7 +56,7 @@ def build_aux_heads(aux_head: Optional[Union[dict, Sequence[dict]]],
     else:
         cfgs = list(aux_head)
         if len(cfgs) != num_aux:
-            raise ValueError(f'{len(cfgs)} head configs for {num_aux} '
+            raise InputError(f'{len(cfgs)} head configs for {num_aux} '
                              'auxiliary heads')
     for j, (layer_index, cfg) in enumerate(zip(aux_layers, cfgs)):
         cfg = copy.deepcopy(dict(cfg))

@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule, Sequential
 
+from auglocal_det.errors import InputError
 from auglocal_det.registry import MODELS
 
 from ..layers import (
@@ -125,10 +126,12 @@ def mlaan_leap_layers(layer_specs: Sequence[LocalLayerSpec],
             another number of modules.
     """
     arch = _arch_of(layer_specs)
-    if arch is None:
+    if arch not in MLAAN_LEAP_LAYERS:
+        name = arch or 'not a standard ResNet'
         raise KeyError(
-            'no MLAAN leap-layer table for this backbone (tables exist for '
-            f'{sorted(MLAAN_LEAP_LAYERS)}); pass leap_layers explicitly')
+            f'no MLAAN leap-layer table for this backbone ({name}; tables '
+            f'exist for {sorted(MLAAN_LEAP_LAYERS)}); pass leap_layers '
+            'explicitly')
     table = MLAAN_LEAP_LAYERS[arch]
     if len(table) != num_aux:
         raise KeyError(
@@ -220,10 +223,10 @@ class LeapAugmentedModule(BaseModule):
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if not layer_names:
-            raise ValueError('a leap augmented module needs at least one '
+            raise InputError('a leap augmented module needs at least one '
                              'primary layer')
         if not 0. <= ema_momentum <= 1.:
-            raise ValueError(
+            raise InputError(
                 f'ema_momentum must be in [0, 1], got {ema_momentum}')
         specs = {spec.name: spec for spec in layer_specs}
         chain: List[LocalLayerSpec] = []
@@ -234,7 +237,7 @@ class LeapAugmentedModule(BaseModule):
                 raise KeyError(f'{name!r} is not a residual block of the '
                                f'backbone ({", ".join(specs)})')
             if spec.in_channels != channels:
-                raise ValueError(
+                raise InputError(
                     f'leap layers {list(layer_names)}: {name} takes '
                     f'{spec.in_channels} channels but receives {channels}')
             chain.append(spec)
@@ -368,7 +371,7 @@ class MLAANIndependentHead(BaseAuxHead):
             imagenet = self.layer_specs[0].stride > 1
             expand_channels = (64, 128) if imagenet else ()
         elif isinstance(expand_channels, str):
-            raise ValueError(f'unknown expand_channels {expand_channels!r}')
+            raise InputError(f'unknown expand_channels {expand_channels!r}')
         self.expand_channels = tuple(int(c) for c in expand_channels)
         channels = self.in_channels
         layers: List[nn.Module] = []
@@ -458,10 +461,10 @@ class MLAANAuxHead(BaseAuxHead):
                  **kwargs) -> None:
         super().__init__(**kwargs)
         if span < 1:
-            raise ValueError(f'span must be >= 1, got {span}')
+            raise InputError(f'span must be >= 1, got {span}')
         weights = tuple(float(w) for w in loss_weights)
         if len(weights) != 2:
-            raise ValueError(
+            raise InputError(
                 f'loss_weights must be (w_x, w_y), got {loss_weights}')
         self.span = span
         self.loss_weights = weights
@@ -484,9 +487,9 @@ class MLAANAuxHead(BaseAuxHead):
         if leap_layers == 'auto':
             leap_layers = mlaan_leap_layers(self.layer_specs, self.num_aux)
         elif isinstance(leap_layers, str):
-            raise ValueError(f'unknown leap_layers {leap_layers!r}')
+            raise InputError(f'unknown leap_layers {leap_layers!r}')
         if len(leap_layers) != self.num_aux:
-            raise ValueError(
+            raise InputError(
                 f'leap_layers has {len(leap_layers)} entries for '
                 f'{self.num_aux} auxiliary heads')
         self.lam = LeapAugmentedModule(
