@@ -1,11 +1,13 @@
 """Geometric transforms on uint8 CHW image tensors (torchvision kernels)."""
-import math
 from typing import Sequence, Tuple, Union
 
 import numpy as np
+import torch
 import torchvision.transforms.v2.functional as F
-from torchvision.transforms import InterpolationMode
+from mmengine.utils import to_2tuple
+from torchvision.transforms import InterpolationMode, RandomResizedCrop
 
+from auglocal_det.errors import InputError
 from auglocal_det.registry import TRANSFORMS
 
 __all__ = [
@@ -22,18 +24,16 @@ _INTERP = {
 
 def _pair(size: Union[int, Sequence[int]], name: str) -> Tuple[int, int]:
     """``size`` as ``(h, w)``; an int means a square."""
-    if isinstance(size, int):
-        size = (size, size)
-    size = tuple(int(s) for s in size)
+    size = tuple(int(s) for s in to_2tuple(size))
     if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f'{name}: size must be a positive int or (h, w), '
+        raise InputError(f'{name}: size must be a positive int or (h, w), '
                          f'got {size}')
     return size
 
 
 def _interp(name: str, owner: str) -> InterpolationMode:
     if name not in _INTERP:
-        raise ValueError(f'{owner}: interpolation must be one of '
+        raise InputError(f'{owner}: interpolation must be one of '
                          f'{sorted(_INTERP)}, got {name!r}')
     return _INTERP[name]
 
@@ -44,8 +44,10 @@ class RandomResizedCropTensor:
 
     The crop covers a fraction of the image area drawn uniformly from
     ``scale`` and has an aspect ratio (w / h) drawn log-uniformly from
-    ``ratio``; after ``max_attempts`` draws that do not fit, the largest
-    centred crop with an aspect ratio inside ``ratio`` is used.
+    ``ratio``; after ten draws that do not fit, the largest centred crop
+    with an aspect ratio inside ``ratio`` is used. The draw is torchvision's
+    (``RandomResizedCrop.get_params``, torch's random generator), applied
+    to the uint8 tensor with torchvision's kernel.
 
     Args:
         size (int | Sequence[int]): Output size, ``s`` or ``(h, w)``.
@@ -53,8 +55,6 @@ class RandomResizedCropTensor:
             Defaults to (0.08, 1.0).
         ratio (Sequence[float]): Range of the crop's aspect ratio.
             Defaults to (3/4, 4/3).
-        max_attempts (int): Random draws before the fallback. Defaults to
-            10.
         interpolation (str): 'bilinear', 'bicubic' or 'nearest'. Defaults
             to 'bilinear'.
         antialias (bool): Antialiasing when shrinking. Defaults to True.
@@ -64,46 +64,30 @@ class RandomResizedCropTensor:
                  size: Union[int, Sequence[int]],
                  scale: Sequence[float] = (0.08, 1.0),
                  ratio: Sequence[float] = (3. / 4., 4. / 3.),
-                 max_attempts: int = 10,
                  interpolation: str = 'bilinear',
                  antialias: bool = True) -> None:
         name = self.__class__.__name__
         self.size = _pair(size, name)
         if not (0 < scale[0] <= scale[1] <= 1):
-            raise ValueError(f'{name}: scale must satisfy 0 < min <= max <= '
+            raise InputError(f'{name}: scale must satisfy 0 < min <= max <= '
                              f'1, got {scale}')
         if not (0 < ratio[0] <= ratio[1]):
-            raise ValueError(f'{name}: ratio must satisfy 0 < min <= max, '
+            raise InputError(f'{name}: ratio must satisfy 0 < min <= max, '
                              f'got {ratio}')
         self.scale = tuple(scale)
         self.ratio = tuple(ratio)
-        self.max_attempts = max_attempts
         self.interpolation = interpolation
         self._mode = _interp(interpolation, name)
         self.antialias = antialias
 
     def crop_box(self, height: int, width: int) -> Tuple[int, int, int, int]:
         """Draw a crop ``(top, left, h, w)`` for an image of this size."""
-        area = height * width
-        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
-        for _ in range(self.max_attempts):
-            target = area * np.random.uniform(*self.scale)
-            aspect = math.exp(np.random.uniform(log_lo, log_hi))
-            w = int(round(math.sqrt(target * aspect)))
-            h = int(round(math.sqrt(target / aspect)))
-            if 0 < w <= width and 0 < h <= height:
-                top = np.random.randint(0, height - h + 1)
-                left = np.random.randint(0, width - w + 1)
-                return int(top), int(left), h, w
-        # fallback: the whole image, trimmed to the allowed aspect ratios
-        aspect = width / height
-        if aspect < self.ratio[0]:
-            w, h = width, int(round(width / self.ratio[0]))
-        elif aspect > self.ratio[1]:
-            h, w = height, int(round(height * self.ratio[1]))
-        else:
-            h, w = height, width
-        return (height - h) // 2, (width - w) // 2, h, w
+        # get_params reads only the shape: a view of one element suffices
+        shape = torch.empty((1, 1, 1), dtype=torch.uint8).expand(
+            1, height, width)
+        top, left, h, w = RandomResizedCrop.get_params(
+            shape, list(self.scale), list(self.ratio))
+        return int(top), int(left), int(h), int(w)
 
     def __call__(self, results: dict) -> dict:
         img = results['img']
@@ -137,7 +121,7 @@ class RandomFlipTensor:
 
     def __init__(self, prob: float = 0.5) -> None:
         if not 0 <= prob <= 1:
-            raise ValueError(f'{self.__class__.__name__}: prob must be in '
+            raise InputError(f'{self.__class__.__name__}: prob must be in '
                              f'[0, 1], got {prob}')
         self.prob = prob
 
@@ -171,9 +155,9 @@ class ResizeEdgeTensor:
                  antialias: bool = True) -> None:
         name = self.__class__.__name__
         if int(scale) <= 0:
-            raise ValueError(f'{name}: scale must be positive, got {scale}')
+            raise InputError(f'{name}: scale must be positive, got {scale}')
         if edge not in ('short', 'long'):
-            raise ValueError(f'{name}: edge must be "short" or "long", got '
+            raise InputError(f'{name}: edge must be "short" or "long", got '
                              f'{edge!r}')
         self.scale = int(scale)
         self.edge = edge
