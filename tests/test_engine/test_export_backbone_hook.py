@@ -10,8 +10,8 @@ import torch
 import torchvision
 from mmengine.config import Config
 
-from auglocal_det.engine.hooks import (
-    ExportBackboneHook,
+from auglocal_det.engine.hooks import ExportBackboneHook
+from auglocal_det.export import (
     NotAClassifierCheckpointError,
     export_checkpoint,
 )
@@ -201,10 +201,7 @@ def test_converter_function_and_cli(local_model, tmp_path):
 
 
 def test_subclasses_of_the_classifier_are_exportable():
-    from auglocal_det.engine.hooks.export_backbone_hook import (
-        _is_local_classifier,
-        describe_model,
-    )
+    from auglocal_det.export import _is_local_classifier, describe_model
     assert _is_local_classifier('LocalImageClassifier')
     assert _is_local_classifier('MLAANImageClassifier')
     assert not _is_local_classifier('MaskRCNN')

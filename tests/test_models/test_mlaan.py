@@ -29,11 +29,11 @@ from common_utils import (
 from mmengine.optim import OptimWrapper
 
 import auglocal_det  # noqa: F401  (registers the components)
-from auglocal_det.engine.hooks import export_backbone
 from auglocal_det.engine.optim_wrappers import (
     LayerwiseLocalOptimWrapper,
     LocalOptimWrapper,
 )
+from auglocal_det.export import export_backbone
 from auglocal_det.models.aux_heads.mlaan import (
     MLAAN_LEAP_LAYERS,
     LeapAugmentedModule,

@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
-from auglocal_det.engine.hooks import (  # noqa: E402
+from auglocal_det.export import (  # noqa: E402
     NotAClassifierCheckpointError,
     export_checkpoint,
 )

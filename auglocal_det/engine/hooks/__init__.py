@@ -3,14 +3,7 @@ from .atomic_checkpoint_hook import (
     AtomicLocalBackend,
     CheckpointWriteError,
 )
-from .export_backbone_hook import (
-    ExportBackboneHook,
-    NotAClassifierCheckpointError,
-    export_backbone,
-    export_checkpoint,
-    split_classifier_state_dict,
-    to_torchvision_state_dict,
-)
+from .export_backbone_hook import ExportBackboneHook
 from .layerwise_accuracy_plot_hook import (
     LayerwiseAccuracyPlotHook,
     plot_layerwise_accuracy,
@@ -18,8 +11,6 @@ from .layerwise_accuracy_plot_hook import (
 
 __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'CheckpointWriteError',
-    'ExportBackboneHook', 'NotAClassifierCheckpointError', 'export_backbone',
-    'export_checkpoint', 'split_classifier_state_dict',
-    'to_torchvision_state_dict', 'LayerwiseAccuracyPlotHook',
+    'ExportBackboneHook', 'LayerwiseAccuracyPlotHook',
     'plot_layerwise_accuracy'
 ]

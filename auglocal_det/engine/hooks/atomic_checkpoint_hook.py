@@ -47,9 +47,8 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 
+from auglocal_det.fileio import atomic_write
 from auglocal_det.registry import HOOKS
-
-from .file_utils import atomic_write
 
 __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'CheckpointWriteError',

@@ -10,9 +10,8 @@ from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 from auglocal_det.evaluation import parse_layerwise_metrics
+from auglocal_det.fileio import atomic_write, save_json_atomic
 from auglocal_det.registry import HOOKS
-
-from .file_utils import atomic_write, save_json_atomic
 
 __all__ = ['LayerwiseAccuracyPlotHook', 'plot_layerwise_accuracy']
 
