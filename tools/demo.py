@@ -48,7 +48,7 @@ sys.path.insert(0, osp.join(ROOT, 'tools'))
 
 from mmengine.config import Config  # noqa: E402
 
-from auglocal_det.datasets import (  # noqa: E402
+from auglocal_det.testing import (  # noqa: E402
     ensure_synthetic,
     generate_coco_shapes,
     generate_imagenet_shapes,

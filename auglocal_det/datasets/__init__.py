@@ -1,11 +1,4 @@
 from .imagenet import IMG_EXTENSIONS, ImageNet
-from .synthetic import (
-    COCO_SHAPE_CLASSES,
-    IMAGENET_SHAPE_CLASSES,
-    ensure_synthetic,
-    generate_coco_shapes,
-    generate_imagenet_shapes,
-)
 from .transforms import (
     CenterCropTensor,
     LoadImageTensor,
@@ -17,9 +10,7 @@ from .transforms import (
 )
 
 __all__ = [
-    'ImageNet', 'IMG_EXTENSIONS', 'IMAGENET_SHAPE_CLASSES',
-    'COCO_SHAPE_CLASSES', 'generate_imagenet_shapes', 'generate_coco_shapes',
-    'ensure_synthetic', 'LoadImageTensor', 'decode_image_bytes',
+    'ImageNet', 'IMG_EXTENSIONS', 'LoadImageTensor', 'decode_image_bytes',
     'RandomResizedCropTensor', 'RandomFlipTensor', 'ResizeEdgeTensor',
     'CenterCropTensor', 'PackClsInputs'
 ]

@@ -14,7 +14,7 @@
 #   backbone (lr_mult=0.1), so that a short schedule trains the heads
 #   without wiping out the pretrained weights in a few hundred steps.
 # Write the data with tools/demo.py (or generate_coco_shapes in
-# auglocal_det/datasets/synthetic.py) and point the backbone at an export
+# auglocal_det/testing/synthetic_shapes.py) and point the backbone at an export
 #   --cfg-options model.backbone.init_cfg.checkpoint=PATH
 # or at nothing (random init) with model.backbone.init_cfg=None.
 _base_ = '../mask_rcnn_auglocal_r34_coco.py'

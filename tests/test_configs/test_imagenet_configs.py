@@ -130,7 +130,7 @@ def test_missing_imagenet_fails_when_the_runner_builds_data(tmp_path):
 @pytest.mark.slow
 def test_train_tool_end_to_end(tmp_path):
     """tools/train.py with the real ImageNet config on synthetic data."""
-    from auglocal_det.datasets import generate_imagenet_shapes
+    from auglocal_det.testing import generate_imagenet_shapes
     classes = ('circle', 'square', 'stripes', 'triangle')
     data = str(tmp_path / 'data')
     generate_imagenet_shapes(data, 8, 2, image_size=36, classes=classes,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from auglocal_det.datasets import (
+from auglocal_det.datasets import ImageNet
+from auglocal_det.testing import (
     COCO_SHAPE_CLASSES,
-    ImageNet,
     ensure_synthetic,
     generate_coco_shapes,
     generate_imagenet_shapes,

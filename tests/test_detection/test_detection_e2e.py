@@ -17,8 +17,8 @@ pytest.importorskip('pycocotools')
 
 import torch  # noqa: E402
 
-from auglocal_det.datasets import generate_coco_shapes  # noqa: E402
 from auglocal_det.models import LocalResNet  # noqa: E402
+from auglocal_det.testing import generate_coco_shapes  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs/demo/mask_rcnn_r34_synthetic.py')

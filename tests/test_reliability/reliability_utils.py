@@ -100,7 +100,7 @@ randomness = dict(seed=0, deterministic=True)
 @pytest.fixture(scope='session')
 def tiny_data_root(tmp_path_factory) -> str:
     """The 4-class synthetic ImageNet folder (6 train, 2 val per class)."""
-    from auglocal_det.datasets import generate_imagenet_shapes
+    from auglocal_det.testing import generate_imagenet_shapes
     root = str(tmp_path_factory.mktemp('data') / 'tiny_imagenet')
     generate_imagenet_shapes(
         root,

@@ -6,7 +6,7 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from auglocal_det.datasets import generate_imagenet_shapes
+from auglocal_det.testing import generate_imagenet_shapes
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs/demo/auglocal_r34_synthetic.py')

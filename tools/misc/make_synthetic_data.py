@@ -18,7 +18,7 @@ sys.path.insert(0, ROOT)
 
 from mmengine.config import Config  # noqa: E402
 
-from auglocal_det.datasets import (  # noqa: E402
+from auglocal_det.testing import (  # noqa: E402
     generate_coco_shapes,
     generate_imagenet_shapes,
 )

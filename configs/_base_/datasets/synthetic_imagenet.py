@@ -11,7 +11,7 @@ _base_ = './imagenet_bs128.py'
 data_root = 'data/synthetic_imagenet/'
 synthetic_classes = ('checker', 'circle', 'cross', 'ring', 'square', 'star',
                      'stripes', 'triangle')
-# arguments of auglocal_det.datasets.generate_imagenet_shapes
+# arguments of auglocal_det.testing.generate_imagenet_shapes
 synthetic_data = dict(
     num_train_per_class=200,
     num_val_per_class=50,

@@ -1,0 +1,13 @@
+"""Data writers for tests, demos and tools (no test framework needed)."""
+from .synthetic_shapes import (
+    COCO_SHAPE_CLASSES,
+    IMAGENET_SHAPE_CLASSES,
+    ensure_synthetic,
+    generate_coco_shapes,
+    generate_imagenet_shapes,
+)
+
+__all__ = [
+    'IMAGENET_SHAPE_CLASSES', 'COCO_SHAPE_CLASSES', 'generate_imagenet_shapes',
+    'generate_coco_shapes', 'ensure_synthetic'
+]
