@@ -12,6 +12,7 @@ from .builder import (
                        local_learning_setting,
                        num_local_layers,
 )
+from .composed import ComposedAuxHead
 from .dgl import DGLAuxHead
 from .infopro import InfoProAuxHead, supervised_contrastive_loss
 from .mlaan import (
@@ -25,7 +26,8 @@ from .predsim import PredSimAuxHead, predsim_pool_size, similarity_matrix
 
 __all__ = [
     'AuxBatch', 'BaseAuxHead', 'interpolate_loss_weight', 'AugLocalAuxHead',
-    'DGLAuxHead', 'InfoProAuxHead', 'PredSimAuxHead', 'auglocal_aux_depth',
+    'ComposedAuxHead', 'DGLAuxHead', 'InfoProAuxHead', 'PredSimAuxHead',
+    'auglocal_aux_depth',
     'auglocal_depth_list', 'auglocal_sample_layers', 'auglocal_strides',
     'predsim_pool_size', 'similarity_matrix', 'supervised_contrastive_loss',
     'LocalLearningSetting', 'build_aux_heads', 'local_learning_setting',
