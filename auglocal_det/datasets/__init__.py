@@ -20,8 +20,9 @@ from .transforms import (
 
 __all__ = [
     'ImageNet', 'IMG_EXTENSIONS', 'CIFAR10', 'SVHN', 'STL10',
-    'IMAGENET_SHAPE_CLASSES', 'COCO_SHAPE_CLASSES', 'generate_imagenet_shapes', 'generate_coco_shapes',
-    'ensure_synthetic', 'LoadImageTensor', 'decode_image_bytes',
-    'RandomResizedCropTensor', 'RandomFlipTensor', 'ResizeEdgeTensor',
-    'CenterCropTensor', 'RandomCropTensor', 'PackClsInputs'
+    'IMAGENET_SHAPE_CLASSES', 'COCO_SHAPE_CLASSES', 'generate_imagenet_shapes',
+    'generate_coco_shapes', 'ensure_synthetic', 'LoadImageTensor',
+    'decode_image_bytes', 'RandomResizedCropTensor', 'RandomFlipTensor',
+    'ResizeEdgeTensor', 'CenterCropTensor', 'RandomCropTensor',
+    'PackClsInputs'
 ]

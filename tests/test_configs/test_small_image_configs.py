@@ -88,15 +88,17 @@ def test_table1_rows(arch, data):
             assert (model.rule, model.num_modules) == ('bp', 1)
         else:
             assert model.num_modules == num_layers
-            # the standard setting of the rule (heads, K, loss weights)
+            # the standard setting of the rule: head type, size, weights
             setting = local_learning_setting(rule, f'resnet{arch[1:]}')
-            head = model.aux_heads[1]
-            assert type(head).__name__ == setting.aux_head['type']
-            for key, value in setting.aux_head.items():
-                if key in ('lambda_x', 'lambda_y'):
+            for index in (0, model.num_aux - 1):
+                head = model.aux_heads[index]
+                with torch.device('meta'):
                     ref = MODELS.build(
-                        dict(setting.aux_head, **_head_args(model, 1)))
-                    assert getattr(head, key) == getattr(ref, key)
+                        dict(setting.aux_head, **_head_args(model, index)))
+                assert type(head) is type(ref)
+                assert _num_params(head) == _num_params(ref)
+                assert (head.lambda_x, head.lambda_y) == (ref.lambda_x,
+                                                          ref.lambda_y)
     for depth in (2, 3, 4, 6):
         cfg = _cfg(_table1('auglocal', arch, data, depth))
         model = _build(cfg)
