@@ -4,9 +4,9 @@ For tests and demos: the files have the names, containers and byte layouts
 of the official downloads (pickled CIFAR batches, SVHN's MATLAB files,
 STL-10's raw binaries), so the readers of
 :mod:`auglocal_det.datasets.small_images` (torchvision's) parse them as
-they would parse the real data. The images are seeded noise around a
-colour that depends on the class, which a small network learns in a few
-iterations.
+they would parse the real data. The images are seeded oriented gratings
+(:func:`make_class_images`): a convolutional network learns them, a colour
+histogram does not.
 """
 import os
 import os.path as osp
@@ -29,8 +29,11 @@ def make_class_images(num: int,
                       seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Seeded (N, 3, size, size) uint8 images and their labels 0..C-1.
 
-    Every class has its own mean colour; each image adds uniform noise of
-    +-60 to it. Labels cycle through the classes, so every class occurs.
+    Class c is a grating at the orientation ``c * 180 / C`` degrees, with a
+    random phase, contrast and colour on a random background, plus pixel
+    noise: the mean colour of an image says nothing about its class, its
+    oriented edges do. Labels cycle through the classes, so every class
+    occurs.
 
     Args:
         num (int): Number of images.
@@ -42,12 +45,19 @@ def make_class_images(num: int,
         tuple[ndarray, ndarray]: Images (uint8) and labels (int64).
     """
     rng = np.random.default_rng(seed)
-    palette = np.random.default_rng(1234).uniform(
-        40, 215, size=(num_classes, 3))
     labels = np.arange(num, dtype=np.int64) % num_classes
     rng.shuffle(labels)
-    noise = rng.uniform(-60, 60, size=(num, 3, size, size))
-    images = palette[labels][:, :, None, None] + noise
+    angle = labels * np.pi / num_classes
+    period = size / 4
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    proj = (np.cos(angle)[:, None, None] * xs +
+            np.sin(angle)[:, None, None] * ys)
+    phase = rng.uniform(0, 2 * np.pi, size=(num, 1, 1))
+    wave = np.sin(2 * np.pi * proj / period + phase)  # (N, H, W)
+    contrast = rng.uniform(20, 70, size=(num, 3, 1, 1))
+    background = rng.uniform(60, 195, size=(num, 3, 1, 1))
+    noise = rng.uniform(-40, 40, size=(num, 3, size, size))
+    images = background + contrast * wave[:, None] + noise
     return np.clip(images, 0, 255).astype(np.uint8), labels
 
 
