@@ -1,8 +1,10 @@
 from .imagenet import IMG_EXTENSIONS, ImageNet
+from .small_images import CIFAR10, STL10, SVHN
 from .transforms import (
     CenterCropTensor,
     LoadImageTensor,
     PackClsInputs,
+    RandomCropTensor,
     RandomFlipTensor,
     RandomResizedCropTensor,
     ResizeEdgeTensor,
@@ -10,7 +12,8 @@ from .transforms import (
 )
 
 __all__ = [
-    'ImageNet', 'IMG_EXTENSIONS', 'LoadImageTensor', 'decode_image_bytes',
-    'RandomResizedCropTensor', 'RandomFlipTensor', 'ResizeEdgeTensor',
-    'CenterCropTensor', 'PackClsInputs'
+    'ImageNet', 'IMG_EXTENSIONS', 'CIFAR10', 'SVHN', 'STL10',
+    'LoadImageTensor', 'decode_image_bytes', 'RandomResizedCropTensor',
+    'RandomFlipTensor', 'ResizeEdgeTensor', 'CenterCropTensor',
+    'RandomCropTensor', 'PackClsInputs'
 ]

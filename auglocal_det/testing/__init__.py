@@ -1,4 +1,11 @@
 """Data writers for tests, demos and tools (no test framework needed)."""
+from .small_image_files import (
+    make_class_images,
+    write_cifar10,
+    write_small_image_set,
+    write_stl10,
+    write_svhn,
+)
 from .synthetic_shapes import (
     COCO_SHAPE_CLASSES,
     IMAGENET_SHAPE_CLASSES,
@@ -9,5 +16,6 @@ from .synthetic_shapes import (
 
 __all__ = [
     'IMAGENET_SHAPE_CLASSES', 'COCO_SHAPE_CLASSES', 'generate_imagenet_shapes',
-    'generate_coco_shapes', 'ensure_synthetic'
+    'generate_coco_shapes', 'ensure_synthetic', 'make_class_images',
+    'write_cifar10', 'write_svhn', 'write_stl10', 'write_small_image_set'
 ]
