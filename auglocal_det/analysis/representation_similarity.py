@@ -23,10 +23,10 @@ import torch.nn as nn
 from mmengine.config import Config
 
 from auglocal_det.engine.hooks.plot_style import new_figure, save_figure
+from auglocal_det.engine.runner.checkpoint import load_local_checkpoint
 from auglocal_det.errors import InputError, InputFileNotFoundError
 from auglocal_det.fileio import save_json_atomic
 from auglocal_det.registry import DATASETS, MODELS
-from auglocal_det.utils.checkpoint import load_local_checkpoint
 
 __all__ = [
     'build_config_model', 'gram_matrix', 'cka_from_grams', 'linear_cka',
