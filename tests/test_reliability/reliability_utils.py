@@ -25,6 +25,8 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
+from auglocal_det.engine.hooks import EXIT_PREEMPTED  # noqa: F401
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 LAUNCHER = osp.join(osp.dirname(osp.abspath(__file__)),
                     'train_with_faults.py')

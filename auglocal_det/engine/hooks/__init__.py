@@ -15,11 +15,18 @@ from .layerwise_accuracy_plot_hook import (
     LayerwiseAccuracyPlotHook,
     plot_layerwise_accuracy,
 )
+from .preemption_hook import (
+    EXIT_PREEMPTED,
+    PreemptionCheckpointHook,
+    TrainingPreempted,
+)
+from .work_dir_lock_hook import WorkDirLock, WorkDirLockHook
 
 __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'CheckpointWriteError',
     'ExportBackboneHook', 'NotAClassifierCheckpointError', 'export_backbone',
     'export_checkpoint', 'split_classifier_state_dict',
     'to_torchvision_state_dict', 'LayerwiseAccuracyPlotHook',
-    'plot_layerwise_accuracy'
+    'plot_layerwise_accuracy', 'EXIT_PREEMPTED', 'PreemptionCheckpointHook',
+    'TrainingPreempted', 'WorkDirLock', 'WorkDirLockHook'
 ]
