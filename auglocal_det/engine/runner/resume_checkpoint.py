@@ -70,6 +70,10 @@ def checkpoint_problem(path: str) -> Optional[str]:
             return (f'it is corrupt: the checksum of its member {bad!r} '
                     'does not match')
         return None
+    with open(path, 'rb') as f:
+        if f.read(4) == b'PK\x03\x04':  # a zip archive without its end
+            return (f'it is truncated ({size} bytes): the zip archive '
+                    'torch.save writes has no central directory')
     try:
         # Trusted: a local file of the user's own run (see utils/checkpoint)
         torch.load(path, map_location='cpu', weights_only=False)
