@@ -20,6 +20,7 @@ from .preemption_hook import (
     PreemptionCheckpointHook,
     TrainingPreempted,
 )
+from .train_data_check_hook import TrainDataCheckHook, head_class_counts
 from .work_dir_lock_hook import WorkDirLock, WorkDirLockHook
 
 __all__ = [
@@ -28,5 +29,6 @@ __all__ = [
     'export_checkpoint', 'split_classifier_state_dict',
     'to_torchvision_state_dict', 'LayerwiseAccuracyPlotHook',
     'plot_layerwise_accuracy', 'EXIT_PREEMPTED', 'PreemptionCheckpointHook',
-    'TrainingPreempted', 'WorkDirLock', 'WorkDirLockHook'
+    'TrainingPreempted', 'TrainDataCheckHook', 'head_class_counts',
+    'WorkDirLock', 'WorkDirLockHook'
 ]
