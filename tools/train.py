@@ -27,6 +27,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from auglocal_det.engine.runner import resolve_resume_checkpoint  # noqa
 from auglocal_det.errors import InputError  # noqa: E402
 from auglocal_det.utils.cli import run_with_clean_errors  # noqa: E402
+from auglocal_det.utils.config_errors import (  # noqa: E402
+    check_switched_types,
+    unknown_type_error,
+)
 
 AMP_WRAPPERS = {
     'OptimWrapper': 'AmpOptimWrapper',
@@ -104,6 +108,9 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+        # a type switched here keeps the other keys of the old dict
+        check_switched_types(cfg, args.cfg_options,
+                             cfg.get('default_scope', None))
 
     # work_dir: command line > config > ./work_dirs/<config name>
     if args.work_dir is not None:
@@ -153,11 +160,17 @@ def build_config(args: argparse.Namespace) -> Config:
 def main() -> None:
     args = parse_args()
     cfg = build_config(args)
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        if 'runner_type' in cfg:
+            runner = RUNNERS.build(cfg)
+        else:
+            runner = Runner.from_cfg(cfg)
+        runner.train()
+    except KeyError as exc:  # a type name that is not registered
+        error = unknown_type_error(exc, cfg)
+        if error is None:
+            raise
+        raise error from exc
 
 
 if __name__ == '__main__':

@@ -171,6 +171,26 @@ def test_aux_depth_larger_than_the_layers_that_follow():
     _classifier(aux_head=dict(type='AugLocalAuxHead', depth=9))  # allowed
 
 
+def test_aux_depth_and_widen_factor_name_their_keys():
+    message = _raises(
+        ValueError, _classifier,
+        aux_head=dict(type='AugLocalAuxHead', depth=0))
+    assert message.startswith(
+        'AugLocalAuxHead: depth=0 (model.aux_head.depth) must be at least 1')
+    message = _raises(
+        ValueError, _classifier,
+        aux_head=dict(type='AugLocalAuxHead', depth=2, widen_factor=0))
+    assert message.startswith(
+        'AugLocalAuxHead: widen_factor=0 (model.aux_head.widen_factor) must '
+        'be positive')
+    message = _raises(
+        ValueError, _classifier,
+        aux_head=dict(type='AugLocalAuxHead', depth=2, widen_factor=0.1))
+    assert message.startswith(
+        'AugLocalAuxHead: widen_factor=0.1 (model.aux_head.widen_factor) '
+        'leaves no channel in the auxiliary copy of ')
+
+
 def test_split_points_out_of_range():
     message = _raises(ValueError, _classifier, split_points=[3, 40])
     assert 'split_points' in message and '[3, 40]' in message
