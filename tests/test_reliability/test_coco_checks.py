@@ -12,12 +12,11 @@ from mmdet.datasets import CocoDataset  # noqa: E402
 from mmdet.registry import DATASETS  # noqa: E402
 from reliability_utils import ROOT  # noqa: E402
 
-from auglocal_det.errors import InputError  # noqa: E402
-
 from auglocal_det.datasets.checked_coco import (  # noqa: E402
     CheckedCocoDataset,
     check_coco_annotations,
 )
+from auglocal_det.errors import InputError  # noqa: E402
 
 CLASSES = ('circle', 'square', 'triangle')
 
