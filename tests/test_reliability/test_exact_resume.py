@@ -1,10 +1,10 @@
 """A killed and resumed ``tools/train.py`` run equals an uninterrupted one.
 
 Each test SIGKILLs (or pre-empts with SIGTERM) a real training process
-(the tiny run of conftest.py), resumes it with ``--resume`` and compares the final checkpoint with that
-of an uninterrupted run bit for bit: weights and buffers of the network
-and of the auxiliary heads, optimizer state, iteration counter and
-learning-rate schedule.
+(the tiny run of conftest.py), resumes it with ``--resume`` and compares
+the final checkpoint with that of an uninterrupted run bit for bit:
+weights and buffers of the network and of the auxiliary heads, optimizer
+state, iteration counter and learning-rate schedule.
 """
 import glob
 import os.path as osp
@@ -15,8 +15,8 @@ import time
 
 import pytest
 from reliability_utils import (
-    MAX_ITERS,
     EXIT_PREEMPTED,
+    MAX_ITERS,
     assert_same_state,
     load,
     read_last_checkpoint,
@@ -138,7 +138,7 @@ def test_sigterm_at_any_iteration_then_resume_equals_uninterrupted(
     assert proc.wait(timeout=60) == EXIT_PREEMPTED, open(work_dir +
                                                          '.log').read()[-3000:]
     log = open(work_dir + '.log').read()
-    lines = [line for line in log.splitlines() if 'Pre-empted by SIGTERM' in line]
+    lines = [ln for ln in log.splitlines() if 'Pre-empted by SIGTERM' in ln]
     assert len(lines) == 1, log[-3000:]
     print(lines[0])
     last = read_last_checkpoint(work_dir)

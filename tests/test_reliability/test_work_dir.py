@@ -33,8 +33,8 @@ def _owner(work_dir: str) -> dict:
         return {}
 
 
-def test_second_job_in_the_same_work_dir_stops_at_once(tiny_config,
-                                                        tmp_path):
+def test_second_job_in_the_same_work_dir_stops_at_once(
+        tiny_config, tmp_path):
     work_dir = str(tmp_path / 'shared')
     first = spawn_train(tiny_config, work_dir, FAULT_ITER_SLEEP='3')
     try:

@@ -35,8 +35,8 @@ from .file_utils import save_json_atomic, save_torch_atomic, sha256_file
 
 __all__ = [
     'ExportBackboneHook', 'NotAClassifierCheckpointError',
-    'check_finite_weights', 'split_classifier_state_dict', 'to_torchvision_state_dict',
-    'export_backbone', 'export_checkpoint'
+    'check_finite_weights', 'split_classifier_state_dict',
+    'to_torchvision_state_dict', 'export_backbone', 'export_checkpoint'
 ]
 
 EXPORT_FORMAT = 'auglocal_det.backbone_export/v1'

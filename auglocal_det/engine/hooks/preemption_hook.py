@@ -24,8 +24,7 @@ import threading
 from typing import Dict, Optional, Sequence, Union
 
 import torch
-from mmengine.dist import all_reduce, barrier, get_dist_info, \
-    is_main_process
+from mmengine.dist import all_reduce, barrier, get_dist_info, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 
 from auglocal_det.registry import HOOKS

@@ -33,8 +33,7 @@ import socket
 import sys
 from typing import List, Optional
 
-from mmengine.dist import broadcast_object_list, get_dist_info, \
-    is_main_process
+from mmengine.dist import broadcast_object_list, get_dist_info, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 
 from auglocal_det.errors import InputError
