@@ -171,24 +171,19 @@ def test_aux_depth_larger_than_the_layers_that_follow():
     _classifier(aux_head=dict(type='AugLocalAuxHead', depth=9))  # allowed
 
 
-def test_aux_depth_and_widen_factor_name_their_keys():
+@pytest.mark.parametrize('head, start', [
+    (dict(depth=0),
+     'depth=0 (model.aux_head.depth) must be at least 1'),
+    (dict(depth=2, widen_factor=0),
+     'widen_factor=0 (model.aux_head.widen_factor) must be positive'),
+    (dict(depth=2, widen_factor=0.1),
+     'widen_factor=0.1 (model.aux_head.widen_factor) leaves no channel in '
+     'the auxiliary copy of '),
+])
+def test_aux_depth_and_widen_factor_name_their_keys(head, start):
     message = _raises(
-        ValueError, _classifier,
-        aux_head=dict(type='AugLocalAuxHead', depth=0))
-    assert message.startswith(
-        'AugLocalAuxHead: depth=0 (model.aux_head.depth) must be at least 1')
-    message = _raises(
-        ValueError, _classifier,
-        aux_head=dict(type='AugLocalAuxHead', depth=2, widen_factor=0))
-    assert message.startswith(
-        'AugLocalAuxHead: widen_factor=0 (model.aux_head.widen_factor) must '
-        'be positive')
-    message = _raises(
-        ValueError, _classifier,
-        aux_head=dict(type='AugLocalAuxHead', depth=2, widen_factor=0.1))
-    assert message.startswith(
-        'AugLocalAuxHead: widen_factor=0.1 (model.aux_head.widen_factor) '
-        'leaves no channel in the auxiliary copy of ')
+        ValueError, _classifier, aux_head=dict(type='AugLocalAuxHead', **head))
+    assert message.startswith(f'AugLocalAuxHead: {start}')
 
 
 def test_split_points_out_of_range():

@@ -113,3 +113,23 @@ def test_lock_is_exclusive_and_names_its_holder(tmp_path):
     again = WorkDirLock(str(tmp_path))
     assert again.acquire()
     again.release()
+
+
+def test_train_py_overwrite_option(tiny_config, tmp_path):
+    """``--overwrite`` sets the hook's option; it contradicts --resume."""
+    import runpy
+    import sys
+    from reliability_utils import ROOT
+    train = runpy.run_path(osp.join(ROOT, 'tools', 'train.py'))
+    argv = sys.argv
+    try:
+        sys.argv = ['train.py', tiny_config, '--work-dir', str(tmp_path),
+                    '--overwrite']
+        cfg = train['build_config'](train['parse_args']())
+        assert cfg.default_hooks.work_dir_lock == dict(
+            type='WorkDirLockHook', overwrite=True)
+        sys.argv += ['--resume']
+        with pytest.raises(InputError, match='--overwrite starts a new run'):
+            train['build_config'](train['parse_args']())
+    finally:
+        sys.argv = argv

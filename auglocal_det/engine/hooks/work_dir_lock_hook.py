@@ -140,8 +140,10 @@ def run_checkpoints(folders: List[str]) -> List[str]:
 class WorkDirLockHook(Hook):
     """Lock the work dir for this job; refuse to overwrite an earlier run.
 
-    See the module docstring. Runs in ``before_run``, before any
-    checkpoint is loaded or written.
+    See the module docstring. Runs in ``before_train``, before any
+    checkpoint is written (``Runner.val``/``test`` never lock: testing
+    a work dir while it trains is fine), and holds the lock until
+    ``after_run``, past the export of ``after_train``.
 
     Args:
         overwrite (bool): Let a new run (no ``--resume``) start in a work
@@ -159,7 +161,7 @@ class WorkDirLockHook(Hook):
         self.overwrite = bool(overwrite)
         self._lock: Optional[WorkDirLock] = None
 
-    def before_run(self, runner) -> None:
+    def before_train(self, runner) -> None:
         """Take the lock and look for an earlier run (main process); every
         process raises the same error if either fails."""
         error = None
@@ -177,6 +179,9 @@ class WorkDirLockHook(Hook):
 
     def after_run(self, runner) -> None:
         """Release the lock."""
+        self._release()
+
+    def _release(self) -> None:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -196,7 +201,7 @@ class WorkDirLockHook(Hook):
         if not found:
             return
         if not self.overwrite:
-            self.after_run(runner)
+            self._release()
             raise InputError(self._earlier_run_message(runner, found))
         for path in found:
             os.remove(path)
