@@ -108,6 +108,18 @@ def test_last_batch_of_one_image():
     no_bn.backbone = nn.Conv2d(3, 4, 3)
     hook.before_train(_runner(no_bn, DataLoader(_Data(2, size=9),
                                                 batch_size=4)))
+    frozen = _FrozenBN(bbox=2, mask=2).eval()  # mmdet's norm_eval=True
+    hook.before_train(_runner(frozen, DataLoader(_Data(2, size=9),
+                                                 batch_size=4)))
+    assert not frozen.training  # the model's mode is left as it was
+
+
+class _FrozenBN(_Detector):
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone[1].eval()
+        return self
 
 
 def test_train_py_stops_before_the_first_iteration(tiny_config, tmp_path):

@@ -9,10 +9,14 @@ Two mistakes train silently, or crash late, without this check:
   ``mask_head``), where evaluation then reports an empty result.
 - **A last batch of one image.** With ``drop_last=False`` and a data set
   size that leaves one image for the last batch of a process, a
-  BatchNorm layer on a 1x1 feature map stops the epoch's last iteration
+  training BatchNorm layer on a 1x1 feature map stops the epoch's last
+  iteration
   with PyTorch's "Expected more than 1 value per channel" (and the
   epoch's checkpoint is never written); where it does not crash, the
-  batch statistics of one image are noise.
+  batch statistics of one image are noise. Only a plain ``BatchSampler``
+  is checked (a grouping one, such as mmdet's aspect-ratio sampler, forms
+  other last batches), and only BatchNorm layers that train (not those an
+  mmdet ``norm_eval=True`` keeps in eval mode).
 
 :class:`TrainDataCheckHook` compares, in ``before_train`` (the data set
 and the model are built, nothing is trained), the number of classes of
@@ -27,6 +31,7 @@ from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import BatchSampler
 
 from auglocal_det.errors import InputError
 from auglocal_det.registry import HOOKS
@@ -66,6 +71,19 @@ def head_class_counts(model) -> List[Tuple[str, int]]:
         if isinstance(count, int) and not isinstance(count, bool):
             found.append((f'model.{name}.num_classes', count))
     return found
+
+
+def _has_training_batch_norm(model) -> bool:
+    """Whether a BatchNorm layer computes batch statistics in training
+    (``model.train()`` decides: mmdet's ``norm_eval`` keeps them in eval
+    mode); the model's mode is restored."""
+    was_training = model.training
+    model.train()
+    try:
+        return any(
+            isinstance(m, _BatchNorm) and m.training for m in model.modules())
+    finally:
+        model.train(was_training)
 
 
 def _classes_key(cfg) -> str:
@@ -142,12 +160,11 @@ class TrainDataCheckHook(Hook):
     @staticmethod
     def _check_last_batch(model, loader) -> None:
         batch_sampler = getattr(loader, 'batch_sampler', None)
-        batch_size = getattr(loader, 'batch_size', None) or getattr(
-            batch_sampler, 'batch_size', None)
-        drop_last = getattr(batch_sampler, 'drop_last',
-                            getattr(loader, 'drop_last', False))
+        if type(batch_sampler) is not BatchSampler:
+            return  # grouping samplers (mmdet's aspect ratio) differ
+        batch_size = batch_sampler.batch_size
         sampler = getattr(loader, 'sampler', None)
-        if not batch_size or drop_last or sampler is None:
+        if not batch_size or batch_sampler.drop_last or sampler is None:
             return
         try:
             per_process = len(sampler)
@@ -155,7 +172,7 @@ class TrainDataCheckHook(Hook):
             return  # an infinite sampler has no last batch
         if batch_size == 1 or per_process % batch_size != 1:
             return
-        if not any(isinstance(m, _BatchNorm) for m in model.modules()):
+        if not _has_training_batch_norm(model):
             return
         world = get_dist_info()[1]
         where = (f'{per_process} images per process ({world} processes)'
