@@ -18,6 +18,7 @@ from auglocal_det.engine.hooks import (
     PreemptionCheckpointHook,
     TrainingPreempted,
 )
+from auglocal_det.errors import InputError
 
 
 class _SignalAt(Hook):
@@ -80,7 +81,7 @@ def test_no_signal_changes_nothing(tmp_path):
 
 
 def test_unknown_signal_name():
-    with pytest.raises(ValueError, match='default_hooks.preemption.signals'):
+    with pytest.raises(InputError, match='default_hooks.preemption.signals'):
         PreemptionCheckpointHook(signals=('SIGNOPE', ))
 
 

@@ -27,6 +27,7 @@ import torch
 from mmengine.dist import all_reduce, barrier, get_dist_info, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 
+from auglocal_det.errors import InputError
 from auglocal_det.registry import HOOKS
 
 from .atomic_checkpoint_hook import BACKEND_NAME, atomic_write_bytes
@@ -49,9 +50,11 @@ class TrainingPreempted(SystemExit):
 def _signal_number(sig: Union[str, int]) -> int:
     if isinstance(sig, int):
         return sig
-    number = getattr(signal, str(sig).upper(), None)
+    name = str(sig).upper()
+    number = getattr(signal, name, None) if name.startswith('SIG') and \
+        not name.startswith('SIG_') else None
     if not isinstance(number, int):
-        raise ValueError(
+        raise InputError(
             f'PreemptionCheckpointHook: unknown signal {sig!r} in '
             "default_hooks.preemption.signals (use names such as 'SIGTERM', "
             "'SIGUSR1')")
@@ -89,7 +92,7 @@ class PreemptionCheckpointHook(Hook):
                  interval: int = 1,
                  exit_code: int = EXIT_PREEMPTED) -> None:
         if int(interval) < 1:
-            raise ValueError('PreemptionCheckpointHook: interval must be '
+            raise InputError('PreemptionCheckpointHook: interval must be '
                              f'at least 1, got {interval}')
         self.signals = [_signal_number(s) for s in signals]
         self.interval = int(interval)
