@@ -119,6 +119,7 @@ def test_train_py_overwrite_option(tiny_config, tmp_path):
     """``--overwrite`` sets the hook's option; it contradicts --resume."""
     import runpy
     import sys
+
     from reliability_utils import ROOT
     train = runpy.run_path(osp.join(ROOT, 'tools', 'train.py'))
     argv = sys.argv
