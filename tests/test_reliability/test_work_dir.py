@@ -6,11 +6,14 @@ dir; the earlier-run cases use the in-process toy run.
 import json
 import os
 import os.path as osp
+import runpy
 import signal
+import sys
 import time
 
 import pytest
 from reliability_utils import (
+    ROOT,
     read_last_checkpoint,
     run_train,
     spawn_train,
@@ -117,10 +120,6 @@ def test_lock_is_exclusive_and_names_its_holder(tmp_path):
 
 def test_train_py_overwrite_option(tiny_config, tmp_path):
     """``--overwrite`` sets the hook's option; it contradicts --resume."""
-    import runpy
-    import sys
-
-    from reliability_utils import ROOT
     train = runpy.run_path(osp.join(ROOT, 'tools', 'train.py'))
     argv = sys.argv
     try:
