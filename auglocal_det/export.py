@@ -26,6 +26,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from mmengine.config import Config
 
+from auglocal_det.errors import InputError
 from auglocal_det.fileio import (
     save_json_atomic,
     save_torch_atomic,
@@ -34,7 +35,7 @@ from auglocal_det.fileio import (
 from auglocal_det.registry import MODELS
 
 __all__ = [
-    'NotAClassifierCheckpointError', 'describe_model',
+    'NotAClassifierCheckpointError', 'check_finite_weights', 'describe_model',
     'split_classifier_state_dict', 'to_torchvision_state_dict',
     'export_backbone', 'export_checkpoint'
 ]
@@ -54,6 +55,32 @@ def torchvision_arch(depth: Optional[int]) -> Optional[str]:
 
 class NotAClassifierCheckpointError(ValueError):
     """The file is not a checkpoint of a ``LocalImageClassifier``."""
+
+
+def check_finite_weights(state_dict: Dict[str, torch.Tensor], source: str,
+                         out_dir: str) -> None:
+    """Refuse to export weights holding NaN or Inf.
+
+    Args:
+        state_dict (dict): The tensors about to be written.
+        source (str): Name of the source in the message.
+        out_dir (str): The export folder, named in the message.
+
+    Raises:
+        InputError: Naming the first tensor with non-finite values.
+    """
+    bad = [(key, value) for key, value in state_dict.items()
+           if value.is_floating_point() and not bool(value.isfinite().all())]
+    if not bad:
+        return
+    key, value = bad[0]
+    count = int((~value.isfinite()).sum())
+    more = f' (and {len(bad) - 1} more tensors)' if len(bad) > 1 else ''
+    raise InputError(
+        f'{source}: tensor {key!r} holds {count} non-finite values (NaN or '
+        f'Inf) of {value.numel()}{more}; refusing to export, nothing was '
+        f'written to {out_dir!r}. The checkpoint is corrupt or the training '
+        'diverged: export an earlier checkpoint')
 
 
 def _strip_wrapper_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:
@@ -244,12 +271,20 @@ def export_backbone(state_dict: Dict[str, torch.Tensor],
         the written paths under ``files``.
     """
     backbone, fc = split_classifier_state_dict(state_dict, source)
+    check_finite_weights(
+        OrderedDict([(BACKBONE_PREFIX + k, v) for k, v in backbone.items()] +
+                    [(FC_PREFIX + k, v) for k, v in (fc or {}).items()]),
+        source, out_dir)
     info = _json_safe(dict(info or {}))
     depth = (info.get('backbone') or {}).get('depth')
     meta = dict(
         format=EXPORT_FORMAT,
         created=datetime.datetime.now().isoformat(timespec='seconds'),
         **info)
+    # every conversion before the first write: a failure leaves no
+    # partial export
+    tv_sd, arch = to_torchvision_state_dict(backbone, fc, depth) \
+        if torchvision else (None, None)
     files = {}
     backbone_path = osp.join(out_dir, 'backbone.pth')
     save_torch_atomic(dict(state_dict=backbone, meta=meta), backbone_path)
@@ -259,7 +294,6 @@ def export_backbone(state_dict: Dict[str, torch.Tensor],
         keys=len(backbone),
         load_into='mmdet ResNet / LocalResNet (init_cfg Pretrained)')
     if torchvision:
-        tv_sd, arch = to_torchvision_state_dict(backbone, fc, depth)
         if tv_sd is None:
             meta['torchvision'] = f'not written: {arch}'
         else:

@@ -47,8 +47,14 @@ train_dataloader = dict(
     batch_size=2, num_workers=2, dataset=dict(type='CheckedCocoDataset'))
 val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
 test_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
-# atomic checkpoint writes (docs/reliability.md)
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+# atomic checkpoint writes, one job per work dir, the heads' num_classes
+# checked against the data, a checkpoint on pre-emption
+# (docs/reliability.md)
+default_hooks = dict(
+    checkpoint=dict(type='AtomicCheckpointHook'),
+    work_dir_lock=dict(type='WorkDirLockHook'),
+    train_data_check=dict(type='TrainDataCheckHook'),
+    preemption=dict(type='PreemptionCheckpointHook'))
 
 optim_wrapper = dict(
     type='OptimWrapper',

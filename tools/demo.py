@@ -236,8 +236,8 @@ def pretrain_command(rule: str,
     cmd = [
         python,
         osp.join(ROOT, 'tools', 'train.py'),
-        osp.join(ROOT, config), '--work-dir', work_dir, '--cfg-options',
-        *options
+        osp.join(ROOT, config), '--work-dir', work_dir, '--overwrite',
+        '--cfg-options', *options
     ]
     return cmd, work_dir
 
@@ -413,8 +413,8 @@ def finetune_command(start: str,
     cmd = [
         python,
         osp.join(ROOT, 'tools', 'train.py'),
-        osp.join(ROOT, DET_CONFIG), '--work-dir', work_dir, '--cfg-options',
-        *options
+        osp.join(ROOT, DET_CONFIG), '--work-dir', work_dir, '--overwrite',
+        '--cfg-options', *options
     ]
     return cmd, work_dir
 

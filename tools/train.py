@@ -5,6 +5,12 @@ Examples::
     python tools/train.py configs/auglocal_r34_imagenet.py
     python tools/train.py configs/mask_rcnn_auglocal_r34_coco.py --amp
     bash tools/dist_train.sh configs/auglocal_r34_imagenet.py 8
+    bash tools/slurm_train.sh PARTITION JOB configs/auglocal_r34_imagenet.py \
+        work_dirs/auglocal_r34_imagenet
+
+Exit status: 0 when training ended, 1 for an input error (one line on
+stderr), 75 when a pre-emption signal (SIGTERM, SIGUSR1) stopped the run
+after saving a checkpoint that ``--resume`` continues from.
 """
 import argparse
 import os
@@ -17,8 +23,16 @@ from mmengine.registry import RUNNERS
 # Importing the package registers its components and the trusted local
 # checkpoint loader before any config is parsed.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from auglocal_det.engine.runner import LocalRunner  # noqa: E402
+from auglocal_det.engine.runner import (  # noqa: E402
+    LocalRunner,
+    resolve_resume_checkpoint,
+)
+from auglocal_det.errors import InputError  # noqa: E402
 from auglocal_det.utils.cli import run_with_clean_errors  # noqa: E402
+from auglocal_det.utils.config_errors import (  # noqa: E402
+    check_switched_types,
+    unknown_type_error,
+)
 
 AMP_WRAPPERS = {
     'OptimWrapper': 'AmpOptimWrapper',
@@ -46,6 +60,17 @@ def parse_args() -> argparse.Namespace:
         const='auto',
         help='resume from the given checkpoint; with no value, resume from '
         'the latest checkpoint in the work dir')
+    parser.add_argument(
+        '--resume-fallback',
+        action='store_true',
+        help='with --resume: if the checkpoint is corrupt, truncated or '
+        'missing, resume from the newest good checkpoint of its folder '
+        'instead of stopping (logged)')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='start a new run (without --resume) in a work dir that holds '
+        'the checkpoints of an earlier run, removing them first')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -85,6 +110,9 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+        # a type switched here keeps the other keys of the old dict
+        check_switched_types(cfg, args.cfg_options,
+                             cfg.get('default_scope', None))
 
     # work_dir: command line > config > ./work_dirs/<config name>
     if args.work_dir is not None:
@@ -104,23 +132,47 @@ def build_config(args: argparse.Namespace) -> Config:
                 f'{args.config}')
         cfg.auto_scale_lr.enable = True
 
+    if args.overwrite:
+        if args.resume is not None:
+            raise InputError('--overwrite starts a new run; it cannot be '
+                             'combined with --resume')
+        hooks = cfg.setdefault('default_hooks', {})
+        if hooks.get('work_dir_lock') is None:
+            hooks['work_dir_lock'] = dict(type='WorkDirLockHook')
+        hooks['work_dir_lock']['overwrite'] = True
+    if args.resume_fallback and args.resume is None:
+        raise InputError('--resume-fallback only applies to --resume')
+
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+    if args.resume is not None:
+        # a corrupt, truncated or missing checkpoint: one message naming it
+        # and the previous good one (or, with --resume-fallback, use that)
+        checked = resolve_resume_checkpoint(cfg.work_dir, args.resume,
+                                            args.resume_fallback)
+        if checked is not None:
+            cfg.load_from = checked
     return cfg
 
 
 def main() -> None:
     args = parse_args()
     cfg = build_config(args)
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = LocalRunner.from_cfg(cfg)
-    runner.train()
+    try:
+        if 'runner_type' in cfg:
+            runner = RUNNERS.build(cfg)
+        else:
+            runner = LocalRunner.from_cfg(cfg)
+        runner.train()
+    except KeyError as exc:  # a type name that is not registered
+        error = unknown_type_error(exc, cfg)
+        if error is None:
+            raise
+        raise error from exc
 
 
 if __name__ == '__main__':

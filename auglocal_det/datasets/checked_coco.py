@@ -23,6 +23,7 @@ boxes) are reported as a warning with examples, and dropped as mmdet does.
 This module imports mmdet: load it with ``custom_imports=dict(imports=[
 'auglocal_det', 'auglocal_det.datasets.checked_coco'])``.
 """
+import json
 import logging
 import math
 import os.path as osp
@@ -32,6 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from mmdet.datasets import CocoDataset
 from mmengine.logging import print_log
 
+from auglocal_det.errors import InputError
 from auglocal_det.registry import DATASETS
 
 __all__ = ['CheckedCocoDataset', 'CocoReport', 'check_coco_annotations']
@@ -308,7 +310,16 @@ class CheckedCocoDataset(CocoDataset):
                 f'COCO annotation file {self.ann_file!r} not found (set '
                 'data_root and ann_file of the dataloaders)')
         self._checked = False
-        data_list = super().load_data_list()
+        try:
+            data_list = super().load_data_list()
+        except json.JSONDecodeError as exc:  # the message names no file
+            size = osp.getsize(self.ann_file) if osp.isfile(
+                self.ann_file) else None
+            raise InputError(
+                f'COCO annotation file {self.ann_file!r} is not valid JSON'
+                + (f' ({size} bytes)' if size is not None else '') +
+                f': {exc}; the file is truncated or corrupt (an interrupted '
+                'download or copy?): download or write it again') from exc
         if not self._checked:  # no image: parse_data_info never ran
             raise ValueError(f'COCO annotation file {self.ann_file!r} lists '
                              'no images')

@@ -13,7 +13,15 @@ default_hooks = dict(
     # never corrupts the latest checkpoint or last_checkpoint
     checkpoint=dict(
         type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    # one job per work dir; no new run over an earlier run's checkpoints
+    # (tools/train.py --overwrite sets overwrite=True)
+    work_dir_lock=dict(type='WorkDirLockHook'),
+    # num_classes of the model and its heads against the training data; a
+    # last batch of one image (BatchNorm)
+    train_data_check=dict(type='TrainDataCheckHook'),
+    # SIGTERM / SIGUSR1: finish the iteration, save it, exit with status 75
+    preemption=dict(type='PreemptionCheckpointHook'))
 
 env_cfg = dict(
     cudnn_benchmark=False,

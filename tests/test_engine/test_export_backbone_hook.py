@@ -11,6 +11,7 @@ import torchvision
 from mmengine.config import Config
 
 from auglocal_det.engine.hooks import ExportBackboneHook
+from auglocal_det.errors import InputError
 from auglocal_det.export import (
     NotAClassifierCheckpointError,
     export_checkpoint,
@@ -209,3 +210,29 @@ def test_subclasses_of_the_classifier_are_exportable():
     weights = {f'aux_heads.{j}.fc.weight': torch.zeros(1) for j in (2, 14)}
     info = describe_model(dict(type='MLAANImageClassifier'), weights)
     assert info['num_local_modules'] == 16
+
+
+def test_converter_refuses_non_finite_weights(local_model, tmp_path):
+    """A corrupted checkpoint with NaN weights: the converter names the
+    tensor, writes nothing and exits with status 1."""
+    ckpt = tmp_path / 'epoch_7.pth'
+    _training_checkpoint(local_model, ckpt, 'local')
+    saved = torch.load(ckpt, weights_only=False)
+    saved['state_dict']['backbone.layer2.1.conv1.weight'].view(-1)[:3] = \
+        float('nan')
+    torch.save(saved, ckpt)
+    with pytest.raises(InputError) as info:
+        export_checkpoint(str(ckpt))
+    print(f'InputError: {info.value}')
+    assert "tensor 'backbone.layer2.1.conv1.weight' holds 3 non-finite " \
+        'values' in str(info.value)
+    assert not (tmp_path / 'export').exists()
+
+    cli = [sys.executable,
+           osp.join(ROOT, 'tools', 'model_converters', 'export_backbone.py')]
+    done = subprocess.run(
+        cli + [str(ckpt), '--out-dir', str(tmp_path / 'cli')],
+        capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1
+    assert 'non-finite' in done.stderr.splitlines()[0]
+    assert not (tmp_path / 'cli').exists()

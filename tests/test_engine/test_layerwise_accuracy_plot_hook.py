@@ -2,6 +2,7 @@
 import json
 from types import SimpleNamespace
 
+from mmengine.logging import MessageHub
 from PIL import Image
 
 from auglocal_det.registry import HOOKS
@@ -42,3 +43,30 @@ def test_plot_hook_bp_model_and_no_metrics(tmp_path):
     assert not (tmp_path / 'layerwise_accuracy.png').exists()
     hook.after_val_epoch(_runner(tmp_path, 1), {'accuracy/top1': 40.})
     assert (tmp_path / 'layerwise_accuracy.png').is_file()
+
+
+def test_history_continues_after_resume(tmp_path):
+    """The history travels in the message hub, i.e. in the checkpoint: a
+    resumed run's json and figure still hold the validations before it."""
+    def metrics(epoch):
+        return {'aux_top1/l00': 10. + epoch, 'accuracy/top1': 50. + epoch}
+
+    first = _runner(tmp_path, 1)
+    first.message_hub = MessageHub('layerwise_before_resume')
+    hook = HOOKS.build(dict(type='LayerwiseAccuracyPlotHook'))
+    hook.before_train(first)
+    for epoch in (1, 2):
+        first.epoch, first.iter = epoch, epoch * 10
+        hook.after_val_epoch(first, metrics(epoch))
+    saved = first.message_hub.state_dict()  # what a checkpoint holds
+
+    resumed = _runner(tmp_path, 3)
+    resumed.message_hub = MessageHub('layerwise_after_resume')
+    resumed.message_hub.load_state_dict(saved)  # what --resume restores
+    hook = HOOKS.build(dict(type='LayerwiseAccuracyPlotHook'))
+    hook.before_train(resumed)
+    hook.after_val_epoch(resumed, metrics(3))
+    hook.after_train(resumed)
+    data = json.loads((tmp_path / 'layerwise_accuracy.json').read_text())
+    assert [e['epoch'] for e in data['history']] == [1, 2, 3]
+    assert data['history'][0]['top1'] == [11., 51.]

@@ -24,6 +24,7 @@ import torch.nn as nn
 from mmengine.model import BaseModel
 from torch.utils.data import Dataset
 
+from auglocal_det.engine.hooks import EXIT_PREEMPTED  # noqa: F401
 from auglocal_det.engine.runner import LocalRunner
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

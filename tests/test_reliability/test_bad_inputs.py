@@ -171,8 +171,44 @@ def test_aux_depth_larger_than_the_layers_that_follow():
     _classifier(aux_head=dict(type='AugLocalAuxHead', depth=9))  # allowed
 
 
+@pytest.mark.parametrize('head, start', [
+    (dict(depth=0),
+     'depth=0 (model.aux_head.depth) must be at least 1'),
+    (dict(depth=2, widen_factor=0),
+     'widen_factor=0 (model.aux_head.widen_factor) must be positive'),
+    (dict(depth=2, widen_factor=0.1),
+     'widen_factor=0.1 (model.aux_head.widen_factor) leaves no channel in '
+     'the auxiliary copy of '),
+])
+def test_aux_depth_and_widen_factor_name_their_keys(head, start):
+    message = _raises(
+        ValueError, _classifier, aux_head=dict(type='AugLocalAuxHead', **head))
+    assert message.startswith(f'AugLocalAuxHead: {start}')
+
+
 def test_split_points_out_of_range():
     message = _raises(ValueError, _classifier, split_points=[3, 40])
     assert 'split_points' in message and '[3, 40]' in message
     message = _raises(ValueError, _classifier, split_points=[5, 3])
     assert 'split_points' in message
+
+
+def test_16_bit_images_are_scaled_to_8_bits(tmp_path):
+    """A 16-bit RGB PNG and a 16-bit grey PNG decode to uint8 in 0..255
+    (round(v / 257)), like their 8-bit versions; before, they came out as
+    uint16 and were normalised to values near 600."""
+    import cv2
+    import numpy as np
+    rgb = str(tmp_path / 'rgb16.png')
+    value = np.array([39321, 0, 65535], dtype=np.uint16)  # R, G, B
+    assert cv2.imwrite(rgb, np.tile(value[::-1], (4, 5, 1)))  # BGR order
+    grey = str(tmp_path / 'grey16.png')
+    Image.fromarray(np.full((4, 5), 1000, dtype=np.uint16)).save(grey)
+    assert Image.open(grey).mode.startswith('I;16')
+
+    img = LoadImageTensor()(dict(img_path=rgb))['img']
+    assert img.dtype == torch.uint8 and img.shape == (3, 4, 5)
+    assert img[:, 0, 0].tolist() == [153, 0, 255]
+    img = LoadImageTensor()(dict(img_path=grey))['img']
+    assert img.dtype == torch.uint8 and img.shape == (3, 4, 5)
+    assert img.unique().tolist() == [4]  # round(1000 / 257)

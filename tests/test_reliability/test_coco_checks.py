@@ -16,6 +16,7 @@ from auglocal_det.datasets.checked_coco import (  # noqa: E402
     CheckedCocoDataset,
     check_coco_annotations,
 )
+from auglocal_det.errors import InputError  # noqa: E402
 
 CLASSES = ('circle', 'square', 'triangle')
 
@@ -154,3 +155,27 @@ def test_check_coco_tool(tmp_path, capsys):
     assert "error: class(es) ['tri']" in out
     assert 'zero-area boxes' in out
     assert tool['main']([str(tmp_path / 'missing.json')]) == 1
+
+
+def test_truncated_annotation_file_is_named(tmp_path):
+    """json's own message ("Expecting ',' delimiter: line 1 column ...")
+    names no file; the dataset's does."""
+    _build(tmp_path, _coco(num_good=20))  # writes ann.json
+    path = osp.join(str(tmp_path), 'ann.json')
+    with open(path) as f:
+        text = f.read()
+    with open(path, 'w') as f:
+        f.write(text[:len(text) // 2])
+    with pytest.raises(InputError) as info:
+        DATASETS.build(
+            dict(
+                type='CheckedCocoDataset',
+                _scope_='mmdet',
+                data_root=str(tmp_path),
+                ann_file='ann.json',
+                data_prefix=dict(img=''),
+                metainfo=dict(classes=CLASSES),
+                pipeline=[]))
+    print(f'InputError: {info.value}')
+    assert str(info.value).startswith(
+        f'COCO annotation file {path!r} is not valid JSON (')

@@ -1,10 +1,10 @@
 """A killed and resumed ``tools/train.py`` run equals an uninterrupted one.
 
-Each test SIGKILLs a real training process (the tiny run of conftest.py),
-resumes it with ``--resume`` and compares the final checkpoint with that
-of an uninterrupted run bit for bit: weights and buffers of the network
-and of the auxiliary heads, optimizer state, iteration counter and
-learning-rate schedule.
+Each test SIGKILLs (or pre-empts with SIGTERM) a real training process
+(the tiny run of conftest.py), resumes it with ``--resume`` and compares
+the final checkpoint with that of an uninterrupted run bit for bit:
+weights and buffers of the network and of the auxiliary heads, optimizer
+state, iteration counter and learning-rate schedule.
 """
 import glob
 import os.path as osp
@@ -15,6 +15,7 @@ import time
 
 import pytest
 from reliability_utils import (
+    EXIT_PREEMPTED,
     MAX_ITERS,
     assert_same_state,
     load,
@@ -116,3 +117,39 @@ def test_sigkill_during_save_then_resume_uses_previous_checkpoint(
     assert not glob.glob(osp.join(work_dir, '.*.tmp'))
     assert_same_state(reference.state(),
                       load(osp.join(work_dir, 'epoch_4.pth')))
+
+
+def test_sigterm_at_any_iteration_then_resume_equals_uninterrupted(
+        reference, tiny_config, tmp_path):
+    """Pre-emption: SIGTERM at a random moment after ``iter_4.pth``. The
+    process finishes its iteration, saves ``iter_<N>.pth`` (N the iteration
+    it was in, usually not a multiple of the checkpoint interval), names it
+    in ``last_checkpoint``, logs one line and exits with status 75; the
+    resumed run ends with the weights of the uninterrupted run."""
+    work_dir = str(tmp_path / 'preempted')
+    proc = spawn_train(tiny_config, work_dir, FAULT_ITER_SLEEP='0.2')
+    deadline = time.time() + 200
+    while not (read_last_checkpoint(work_dir) or '').endswith('iter_4.pth'):
+        assert proc.poll() is None, open(work_dir + '.log').read()[-3000:]
+        assert time.time() < deadline, 'no iter_4.pth'
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 1.5))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == EXIT_PREEMPTED, open(work_dir +
+                                                         '.log').read()[-3000:]
+    log = open(work_dir + '.log').read()
+    lines = [ln for ln in log.splitlines() if 'Pre-empted by SIGTERM' in ln]
+    assert len(lines) == 1, log[-3000:]
+    print(lines[0])
+    last = read_last_checkpoint(work_dir)
+    step = int(osp.basename(last)[len('iter_'):-len('.pth')])
+    assert 4 < step < MAX_ITERS and f'saved {last!r}' in lines[0]
+    assert load(last)['meta']['iter'] == step
+
+    resumed = run_train(tiny_config, work_dir, '--resume')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f'Auto resumed from the latest checkpoint {last}' in (
+        resumed.stdout + resumed.stderr)
+    assert_same_state(
+        reference.state(),
+        load(osp.join(work_dir, f'iter_{MAX_ITERS}.pth')))

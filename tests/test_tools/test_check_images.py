@@ -75,3 +75,20 @@ def test_missing_data_root_names_it(tool, tmp_path):
     missing = str(tmp_path / 'nothere')
     with pytest.raises(FileNotFoundError, match='nothere'):
         tool.main([CONFIG, '--data-root', missing])
+
+
+def test_16_bit_images_are_listed_not_failed(tool, data, capsys):
+    png = osp.join(data, 'train', 'circle', 'circle_00000.png')
+    _write_16_bit_png(png)
+    assert tool.main([CONFIG, '--data-root', data, '--workers', '1']) == 0
+    out = capsys.readouterr().out
+    assert 'train: 1 images have 16 bits per channel (training scales ' \
+        'them to 8 bits):' in out
+    assert f'  {png}' in out
+
+
+def _write_16_bit_png(path: str) -> None:
+    """A 16-bit RGB PNG (65535 * 0.6 in every channel)."""
+    import cv2
+    import numpy as np
+    assert cv2.imwrite(path, np.full((16, 16, 3), 39321, dtype=np.uint16))

@@ -5,7 +5,9 @@ is loaded, possibly hours in. This tool builds the splits with the same
 dataset class as training (so the class list and layout are checked too),
 decodes every image with the training decoder in parallel processes and
 lists the files that fail, with the decoder's reason. Exits with status 1
-if any image fails.
+if any image fails. 16-bit images are listed too: training scales them to
+8 bits, which is right for images stored with 16 bits per channel but
+worth knowing about (they do not count as failures).
 
 Examples::
 
@@ -31,7 +33,7 @@ from mmengine.config import Config  # noqa: E402
 
 import auglocal_det.datasets  # noqa: E402,F401  (registers ImageNet)
 from auglocal_det.datasets.transforms.loading import (  # noqa: E402
-    decode_image_bytes,
+    decode_image_with_depth,
 )
 from auglocal_det.registry import DATASETS  # noqa: E402
 
@@ -83,29 +85,43 @@ def image_paths(cfg: Config, split: str,
     return [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
 
 
-def check_chunk(paths: Sequence[str]) -> List[Tuple[str, str]]:
-    """Read and decode ``paths``; return ``(path, reason)`` of failures."""
-    bad = []
+def check_chunk(paths: Sequence[str]
+                ) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """Read and decode ``paths``; return ``(path, reason)`` of failures and
+    the paths of 16-bit images."""
+    bad, sixteen = [], []
     for path in paths:
         try:
             with open(path, 'rb') as f:
-                decode_image_bytes(f.read(), path)
+                _, bits = decode_image_with_depth(f.read(), path)
         except OSError as exc:
             bad.append((path, str(exc)))
-    return bad
+        else:
+            if bits == 16:
+                sixteen.append(path)
+    return bad, sixteen
 
 
 def check_paths(paths: Sequence[str],
                 workers: int = 1,
-                chunk: int = 256) -> List[Tuple[str, str]]:
-    """Decode all ``paths`` with ``workers`` processes; list the failures."""
+                chunk: int = 256,
+                sixteen_bit: Optional[List[str]] = None
+                ) -> List[Tuple[str, str]]:
+    """Decode all ``paths`` with ``workers`` processes; list the failures.
+
+    The paths of 16-bit images are appended to ``sixteen_bit`` if given.
+    """
     chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
     if workers <= 1 or len(chunks) <= 1:
-        return [b for c in chunks for b in check_chunk(c)]
+        results = [check_chunk(c) for c in chunks]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(check_chunk, chunks))
     bad = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for result in pool.map(check_chunk, chunks):
-            bad.extend(result)
+    for failed, sixteen in results:
+        bad.extend(failed)
+        if sixteen_bit is not None:
+            sixteen_bit.extend(sixteen)
     return bad
 
 
@@ -118,13 +134,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.limit is not None:
             paths = paths[:args.limit]
         start = time.time()
-        bad = check_paths(paths, args.workers)
+        sixteen: List[str] = []
+        bad = check_paths(paths, args.workers, sixteen_bit=sixteen)
         seconds = time.time() - start
         rate = len(paths) / seconds if seconds > 0 else float('inf')
         print(f'{split}: {len(paths)} images decoded in {seconds:.1f} s '
               f'({rate:.0f} images/s), {len(bad)} failed', flush=True)
         for path, reason in bad:
             print(f'  {path}: {reason}')
+        if sixteen:
+            print(f'{split}: {len(sixteen)} images have 16 bits per channel '
+                  '(training scales them to 8 bits):')
+            for path in sixteen:
+                print(f'  {path}')
         found[split] = bad
     return 1 if any(found.values()) else 0
 

@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
+from auglocal_det.errors import InputError  # noqa: E402
 from auglocal_det.export import (  # noqa: E402
     NotAClassifierCheckpointError,
     export_checkpoint,
@@ -48,8 +49,8 @@ def main() -> int:
             args.checkpoint,
             out_dir=args.out_dir,
             torchvision=not args.no_torchvision)
-    except (FileNotFoundError, RuntimeError,
-            NotAClassifierCheckpointError) as exc:
+    except (FileNotFoundError, RuntimeError, NotAClassifierCheckpointError,
+            InputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     for name, info in meta['files'].items():

@@ -1,5 +1,9 @@
 from .formatting import PackClsInputs
-from .loading import LoadImageTensor, decode_image_bytes
+from .loading import (
+    LoadImageTensor,
+    decode_image_bytes,
+    decode_image_with_depth,
+)
 from .processing import (
     CenterCropTensor,
     RandomCropTensor,
@@ -9,7 +13,8 @@ from .processing import (
 )
 
 __all__ = [
-    'LoadImageTensor', 'decode_image_bytes', 'RandomResizedCropTensor',
+    'LoadImageTensor', 'decode_image_bytes', 'decode_image_with_depth',
+    'RandomResizedCropTensor',
     'RandomFlipTensor', 'ResizeEdgeTensor', 'CenterCropTensor',
     'RandomCropTensor', 'PackClsInputs'
 ]

@@ -1,7 +1,7 @@
 """Read and decode image files into uint8 CHW tensors."""
 import io
 import warnings
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from auglocal_det.registry import TRANSFORMS
 
-__all__ = ['LoadImageTensor', 'decode_image_bytes']
+__all__ = ['LoadImageTensor', 'decode_image_bytes', 'decode_image_with_depth']
 
 # torchvision 0.29 flags its image codecs as deprecated in favour of
 # TorchCodec (not a dependency here); they remain the fastest decoders we
@@ -22,13 +22,65 @@ warnings.filterwarnings(
     category=DeprecationWarning)
 
 
+def _to_8_bits(img: torch.Tensor) -> torch.Tensor:
+    """Scale a 16-bit image (0..65535) to uint8 (0..255), rounding."""
+    return ((img.to(torch.int32) + 128) // 257).to(torch.uint8)
+
+
+def decode_image_with_depth(data: bytes,
+                            path: str = '<bytes>') -> Tuple[torch.Tensor, int]:
+    """Decode an encoded image to RGB uint8; also say its bit depth.
+
+    Like :func:`decode_image_bytes`, which it implements. A 16-bit image
+    (PNG with 16 bits per channel, 16-bit grey TIFF or PNG) is scaled to 8
+    bits (``round(v / 257)``), so that every image of a data set reaches
+    the normalisation in the same range (unscaled, a 16-bit image would be
+    normalised to values near 600 instead of 2, and a batch mixing both
+    could not be collated).
+
+    Args:
+        data (bytes): The encoded file.
+        path (str): Name used in the error message. Defaults to '<bytes>'.
+
+    Returns:
+        tuple[torch.Tensor, int]: uint8 tensor (3, H, W) in RGB order, and
+        the bits per channel of the file (8 or 16).
+
+    Raises:
+        OSError: If neither decoder can read the data; the message names
+            ``path``.
+    """
+    buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    try:
+        img = decode_image(buf, mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError):
+        pass
+    else:
+        if img.dtype == torch.uint16:
+            return _to_8_bits(img), 16
+        return img, 8
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N'):
+                grey = torch.from_numpy(
+                    np.asarray(im).astype(np.int32).clip(0, 65535))
+                return _to_8_bits(grey).expand(3, *grey.shape).contiguous(), \
+                    16
+            arr = np.asarray(im.convert('RGB'))
+    except Exception as exc:
+        raise OSError(f'cannot decode image {path!r} ({len(data)} bytes): '
+                      f'{type(exc).__name__}: {exc}') from exc
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous(), 8
+
+
 def decode_image_bytes(data: bytes, path: str = '<bytes>') -> torch.Tensor:
     """Decode an encoded image to an RGB uint8 tensor of shape (3, H, W).
 
     JPEG, PNG, WebP and GIF go through torchvision's decoders
     (libjpeg-turbo for JPEG, chosen from the file's magic bytes, so a PNG
     named ``.JPEG`` also works); anything else, or a file torchvision
-    rejects (e.g. an unusual JPEG colour space), falls back to PIL.
+    rejects (e.g. an unusual JPEG colour space), falls back to PIL. 16-bit
+    images are scaled to 8 bits (see :func:`decode_image_with_depth`).
 
     Args:
         data (bytes): The encoded file.
@@ -41,18 +93,7 @@ def decode_image_bytes(data: bytes, path: str = '<bytes>') -> torch.Tensor:
         OSError: If neither decoder can read the data; the message names
             ``path``.
     """
-    buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    try:
-        return decode_image(buf, mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError):
-        pass
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            arr = np.asarray(im.convert('RGB'))
-    except Exception as exc:
-        raise OSError(f'cannot decode image {path!r} ({len(data)} bytes): '
-                      f'{type(exc).__name__}: {exc}') from exc
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    return decode_image_with_depth(data, path)[0]
 
 
 @TRANSFORMS.register_module()

@@ -8,9 +8,18 @@ from .layerwise_accuracy_plot_hook import (
     LayerwiseAccuracyPlotHook,
     plot_layerwise_accuracy,
 )
+from .preemption_hook import (
+    EXIT_PREEMPTED,
+    PreemptionCheckpointHook,
+    TrainingPreempted,
+)
+from .train_data_check_hook import TrainDataCheckHook, head_class_counts
+from .work_dir_lock_hook import WorkDirLock, WorkDirLockHook
 
 __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'CheckpointWriteError',
     'ExportBackboneHook', 'LayerwiseAccuracyPlotHook',
-    'plot_layerwise_accuracy'
+    'plot_layerwise_accuracy', 'EXIT_PREEMPTED', 'PreemptionCheckpointHook',
+    'TrainingPreempted', 'TrainDataCheckHook', 'head_class_counts',
+    'WorkDirLock', 'WorkDirLockHook'
 ]

@@ -16,6 +16,10 @@ from .plot_style import new_figure, save_figure
 
 __all__ = ['LayerwiseAccuracyPlotHook', 'plot_layerwise_accuracy']
 
+#: Message-hub key of the recorded history (saved in every checkpoint, so
+#: that ``--resume`` continues it).
+HISTORY_KEY = 'layerwise_accuracy_history'
+
 
 def plot_layerwise_accuracy(history: List[Dict[str, Any]],
                             path: str,
@@ -85,6 +89,8 @@ class LayerwiseAccuracyPlotHook(Hook):
     validation, the last one bold: the layer-wise figure of the papers)
     and ``layerwise_accuracy.json`` (the numbers) into the work dir. For a
     model without auxiliary heads the figure has the final point only.
+    The history is kept in the message hub, hence in every checkpoint, and
+    continues after ``--resume``.
 
     Args:
         filename (str): PNG name in the work dir. Defaults to
@@ -114,6 +120,14 @@ class LayerwiseAccuracyPlotHook(Hook):
         self.history: List[Dict[str, Any]] = []
         self._chance: Optional[float] = None
 
+    def before_train(self, runner) -> None:
+        """Take over the history of a resumed run (the message hub is
+        restored from the checkpoint before this hook runs)."""
+        hub = getattr(runner, 'message_hub', None)
+        saved = hub.get_info(HISTORY_KEY) if hub is not None else None
+        if saved:
+            self.history = [dict(entry) for entry in saved]
+
     def after_val_epoch(self,
                         runner,
                         metrics: Optional[Dict[str, float]] = None) -> None:
@@ -128,6 +142,9 @@ class LayerwiseAccuracyPlotHook(Hook):
         top1 = aux + ([float(final)] if final is not None else [])
         self.history.append(
             dict(epoch=runner.epoch, iter=runner.iter, top1=top1))
+        hub = getattr(runner, 'message_hub', None)
+        if hub is not None:
+            hub.update_info(HISTORY_KEY, [dict(e) for e in self.history])
         if self._chance is None:
             self._chance = self._chance_level(runner)
         if self.plot_every_val:

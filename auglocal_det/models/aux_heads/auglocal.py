@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import Sequential
 
+from auglocal_det.errors import InputError
 from auglocal_det.registry import MODELS
 
 from ..layers import get_block, make_res_block
@@ -174,8 +175,17 @@ class AugLocalAuxHead(BaseAuxHead):
                  with_cp: bool = False,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        if widen_factor <= 0:
-            raise ValueError('widen_factor must be positive')
+        if not widen_factor > 0:
+            raise InputError(
+                f'AugLocalAuxHead: widen_factor={widen_factor} '
+                '(model.aux_head.widen_factor) must be positive; 1.0 gives '
+                'the auxiliary blocks the widths of the backbone layers they '
+                'copy, 0.5 half of them')
+        if depth < 1:
+            raise InputError(
+                f'AugLocalAuxHead: depth={depth} (model.aux_head.depth) must '
+                'be at least 1 (the number of residual blocks of each '
+                'auxiliary network)')
         num_later = len(self.layer_specs) - 1
         if depth > num_later:
             raise ValueError(
@@ -199,6 +209,13 @@ class AugLocalAuxHead(BaseAuxHead):
         for index, stride in zip(self.sampled_layers, self.block_strides):
             block = get_block(specs[index].block)
             planes = int(specs[index].planes * widen_factor)
+            if planes < 1:
+                raise InputError(
+                    f'AugLocalAuxHead: widen_factor={widen_factor} '
+                    '(model.aux_head.widen_factor) leaves no channel in the '
+                    f'auxiliary copy of {specs[index].name} '
+                    f'({specs[index].planes} x {widen_factor} < 1); choose '
+                    f'at least {1 / specs[index].planes:g}')
             blocks.append(
                 make_res_block(
                     block,
