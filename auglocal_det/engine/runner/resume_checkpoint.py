@@ -75,7 +75,7 @@ def checkpoint_problem(path: str) -> Optional[str]:
             return (f'it is truncated ({size} bytes): the zip archive '
                     'torch.save writes has no central directory')
     try:
-        # Trusted: a local file of the user's own run (see engine/runner/checkpoint.py)
+        # trusted: the --resume file of the user's own run
         torch.load(path, map_location='cpu', weights_only=False)
     except Exception as exc:  # truncated, corrupt or not a checkpoint
         return (f'it is truncated or corrupt ({size} bytes; '
