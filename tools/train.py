@@ -19,6 +19,9 @@ from mmengine.runner import Runner
 # checkpoint loader before any config is parsed.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from auglocal_det.utils.cli import run_with_clean_errors  # noqa: E402
+from auglocal_det.utils.warning_filters import (  # noqa: E402
+    ignore_pkg_resources_deprecation,
+)
 
 AMP_WRAPPERS = {
     'OptimWrapper': 'AmpOptimWrapper',
@@ -124,4 +127,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+    ignore_pkg_resources_deprecation()
     run_with_clean_errors(main)

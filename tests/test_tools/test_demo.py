@@ -5,6 +5,7 @@ import functools
 import importlib.util
 import json
 import os.path as osp
+import sys
 
 import pytest
 
@@ -73,11 +74,98 @@ def test_bad_backbone_option(demo):
 
 
 def test_failed_job_names_its_log(demo, tmp_path):
-    import sys
     log_path = str(tmp_path / 'job.log')
     with pytest.raises(demo.JobFailed, match='job.log'):
         demo.run_jobs([('boom', [sys.executable, '-c', 'raise SystemExit(3)'],
                         log_path)])
+
+
+def _job(demo, tmp_path, name, code, after=(), cost=1.):
+    return demo.Job(name, lambda: [sys.executable, '-c', code],
+                    str(tmp_path / f'{name}.log'), after=list(after),
+                    cost=cost)
+
+
+def test_jobs_wait_for_their_inputs(demo, tmp_path, capsys):
+    """A job starts only after the jobs it runs after, one that depends on
+    a failed job never starts, and every start and end is reported."""
+    stamp = tmp_path / 'made'
+    jobs = [
+        _job(demo, tmp_path, 'use', f'open({str(stamp)!r}).read()',
+             after=['make']),
+        _job(demo, tmp_path, 'make',
+             f'import time; time.sleep(0.3); open({str(stamp)!r}, "w")'),
+        _job(demo, tmp_path, 'free', 'pass', cost=0.5),
+    ]
+    seconds = demo.run_jobs(jobs, parallel=2)
+    assert len(seconds) == 3 and seconds[1] >= 0.3
+    out = capsys.readouterr().out
+    assert 'run 2 of 3 started: make | elapsed 0:00 | ETA after the first' \
+        in out
+    assert out.index('started: make') < out.index('started: use')
+    assert 'run 1 of 3 done in' in out
+
+    jobs = [
+        _job(demo, tmp_path, 'fail', 'raise SystemExit(2)'),
+        _job(demo, tmp_path, 'never', f'open({str(stamp) + "2"!r}, "w")',
+             after=['fail']),
+    ]
+    with pytest.raises(demo.JobFailed, match='fail.log'):
+        demo.run_jobs(jobs)
+    assert not osp.exists(str(stamp) + '2')
+
+
+def test_eta_from_finished_runs(demo, monkeypatch):
+    jobs = [demo.Job(n, list, 'x.log', cost=c)
+            for n, c in (('a', 1.), ('b', 3.), ('c', 2.))]
+    clock = [100.]
+    monkeypatch.setattr(demo.time, 'time', lambda: clock[0])
+    progress = demo.Progress(jobs, slots=1, start=100.)
+    progress.started('a')
+    assert progress.eta() is None
+    clock[0] = 110.
+    progress.finished('a')  # 10 s per unit of cost
+    progress.started('b')
+    clock[0] = 120.
+    # b has 20 of its 30 s left, c needs 20 s
+    assert progress.eta() == pytest.approx(40.)
+    assert 'run 2 of 3 started: b | elapsed 0:20 | ETA 0:40' in (
+        progress.line('b', 'started'))
+    assert demo.clock(3725) == '1:02:05'
+
+
+def test_summary_lines_and_files(demo, tmp_path):
+    pretrained = [
+        dict(rule=rule, val_top1=top1, chance=12.5, seconds=60.,
+             backbone='b.pth', torchvision='t.pth', plot='p.png',
+             memory=dict(peak_rss=peak, activation_rss=act, params=par))
+        for rule, top1, peak, act, par in (
+            ('auglocal', 50.25, 3072., 10., 700.),
+            ('bp', 53.0, 1024., 40., 85.))
+    ]
+    detected = [
+        dict(start=start, train_seconds=30.,
+             row={'box AP': box, 'mask AP': mask})
+        for start, box, mask in (('auglocal', '17.7', '14.3'),
+                                 ('random', '11.7', '10.7'))
+    ]
+    lines = demo.summarize(pretrained, detected, str(tmp_path), 431.)
+    assert lines[0] == ('val top-1 of ResNet-34 on the synthetic shapes: '
+                        'AugLocal 50.25%, BP 53.00%; AugLocal - BP -2.75 '
+                        'points; chance 12.5%')
+    assert lines[1].endswith('AugLocal 3.00 GiB, BP 1.00 GiB (AugLocal / '
+                             'BP 3.00x)')
+    assert lines[2].startswith('activation memory (peak before the '
+                               'optimizer step')
+    assert lines[2].endswith('AugLocal 10 MiB, BP 40 MiB (AugLocal / BP '
+                             '0.25x)')
+    assert lines[3].endswith('from AugLocal 17.7 / 14.3 (+6.0 / +3.6 over '
+                             'random init), random init 11.7 / 10.7')
+    assert lines[4] == 'total wall time: 7:11 (431 s)'
+    summary = (tmp_path / 'summary.md').read_text()
+    assert '| pretraining val top-1 (%) | 50.25 | 53.00 | - |' in summary
+    assert '| Mask R-CNN box AP | 17.7 | - | 11.7 |' in summary
+    assert (tmp_path / 'summary.png').read_bytes()[:4] == b'\x89PNG'
 
 
 @pytest.mark.timeout(900)
@@ -100,9 +188,11 @@ def test_whole_pipeline_tiny(demo, tmp_path, monkeypatch, capsys):
         '--rules', 'auglocal', '--starts', 'auglocal', 'random',
         '--data-root', str(tmp_path / 'imagenet'), '--coco-root',
         str(tmp_path / 'coco'), '--work-dir', str(work), '--quiet',
-        '--cfg-options', 'train_cfg.max_epochs=1',
+        '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
         'param_scheduler.1.T_max=1', 'param_scheduler.1.end=1',
-        'default_hooks.checkpoint.interval=1', '--det-epochs', '1',
+        'default_hooks.checkpoint.interval=1',
+        # 4 iterations: the memory hook measures the third
+        'train_dataloader.batch_size=4', '--det-epochs', '1',
         '--det-cfg-options', 'train_dataloader.batch_size=2'
     ])
     assert [p['rule'] for p in pretrained] == ['auglocal']
@@ -127,8 +217,18 @@ def test_whole_pipeline_tiny(demo, tmp_path, monkeypatch, capsys):
 
     table = (work / 'model_zoo.md').read_text()
     assert table.count('\n| R-34 |') == 2
+    memory = export['memory']
+    assert memory['iteration'] == 2
+    assert memory['peak_rss'] >= memory['before_rss'] > 0
+    assert memory['grads'] > 0 and memory['params'] > 0
+    assert (work / 'summary.md').is_file() and (work / 'summary.png').is_file()
     out = capsys.readouterr().out
-    tail = out.strip().splitlines()[-3:]
-    assert 'val top-1 AugLocal ResNet-34' in tail[0]
-    assert 'Mask R-CNN from AugLocal: box AP' in tail[1]
-    assert 'Mask R-CNN from random init: box AP' in tail[2]
+    tail = out.strip().splitlines()[-5:]
+    assert 'val top-1 of ResNet-34 on the synthetic shapes: AugLocal' in (
+        tail[0])
+    assert 'peak training memory (process RSS, whole iteration): ' \
+        'AugLocal' in tail[1]
+    assert 'activation memory' in tail[2]
+    assert 'from AugLocal' in tail[3] and 'over random init' in tail[3]
+    assert tail[4].startswith('[demo] total wall time: ')
+    assert 'run 1 of 5 started: pretrain AugLocal' in out

@@ -15,11 +15,12 @@ from .layerwise_accuracy_plot_hook import (
     LayerwiseAccuracyPlotHook,
     plot_layerwise_accuracy,
 )
+from .training_memory_hook import TrainingMemoryHook, read_proc_status
 
 __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'CheckpointWriteError',
     'ExportBackboneHook', 'NotAClassifierCheckpointError', 'export_backbone',
     'export_checkpoint', 'split_classifier_state_dict',
     'to_torchvision_state_dict', 'LayerwiseAccuracyPlotHook',
-    'plot_layerwise_accuracy'
+    'plot_layerwise_accuracy', 'TrainingMemoryHook', 'read_proc_status'
 ]
