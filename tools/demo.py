@@ -107,14 +107,11 @@ DEFAULT_WORK_DIR = PROFILES['default']['work_dir']
 #: with 1-4 shapes of 10-28 px (the pixel size of the shapes in the 36 px
 #: images the demo backbones are pretrained on).
 COCO_DATA = dict(num_train=500, num_val=100, image_size=64, seed=0)
-#: Relative cost of each kind of run (single-thread seconds, measured with
-#: few iterations and scaled to the demo's schedules; only their ratios
-#: matter), for the ETA before the first run has finished.
-RUN_COSTS = {'pretrain auglocal': 6., 'pretrain bp': 1.2, 'fine-tune': 1.,
-             'evaluate': 0.15}
-#: glibc returns freed blocks above this size to the system at once, so the
-#: resident set size follows the live memory (TrainingMemoryHook).
-MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536'}
+#: Relative cost of each kind of run of the default demo, for the ETA
+#: (only the ratios matter): CPU seconds per iteration measured with few
+#: single-thread iterations, times the iterations of each run, plus start-up.
+RUN_COSTS = {'pretrain auglocal': 2.4, 'pretrain bp': 0.7, 'fine-tune': 1.,
+             'evaluate': 0.2}
 
 
 class JobFailed(RuntimeError):
@@ -454,8 +451,7 @@ def pretrain_job(rule: str,
     job = Job(
         f'pretrain {RULE_NAMES.get(rule, rule)}', (lambda: cmd),
         osp.join(work_dir, 'demo_train.log'),
-        cost=RUN_COSTS.get(f'pretrain {rule}', 1.),
-        env=MALLOC_ENV)
+        cost=RUN_COSTS.get(f'pretrain {rule}', 1.))
     return job, work_dir
 
 

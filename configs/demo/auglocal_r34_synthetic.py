@@ -26,7 +26,7 @@ test_dataloader = val_dataloader
 
 max_epochs = 2
 model = dict(aux_head=dict(widen_factor=1.0))
-optim_wrapper = dict(optimizer=dict(lr=2e-3))
+optim_wrapper = dict(optimizer=dict(lr=2e-3, fused=True))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
          end=10),

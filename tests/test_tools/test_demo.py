@@ -232,3 +232,43 @@ def test_whole_pipeline_tiny(demo, tmp_path, monkeypatch, capsys):
     assert 'from AugLocal' in tail[3] and 'over random init' in tail[3]
     assert tail[4].startswith('[demo] total wall time: ')
     assert 'run 1 of 5 started: pretrain AugLocal' in out
+
+
+def test_demo_configs(demo):
+    """The default demo: the paper's width and d = 4, one schedule for both
+    rules; --full keeps the longer run; each variant has its own data."""
+    from mmengine.config import Config
+
+    def load(path):
+        return Config.fromfile(osp.join(ROOT, path))
+
+    for name, profile in demo.PROFILES.items():
+        auglocal = load(profile['configs']['auglocal'])
+        bp = load(profile['configs']['bp'])
+        assert auglocal.model.rule == 'local' and bp.model.rule == 'bp'
+        assert auglocal.model.aux_head.depth == 4
+        assert auglocal.model.split_points is None  # K = 17
+        for key in ('optim_wrapper', 'param_scheduler', 'train_cfg',
+                    'synthetic_data', 'train_dataloader'):
+            assert auglocal[key] == bp[key], (name, key)
+        root = profile['data_root'].rstrip('/') + '/'
+        assert auglocal.train_dataloader.dataset.data_root == root
+        assert auglocal.val_dataloader.dataset.data_root == root
+        assert any(h.type == 'TrainingMemoryHook'
+                   for h in auglocal.custom_hooks)
+    default = load(demo.DEMO_CONFIGS['auglocal'])
+    full = load(demo.PROFILES['full']['configs']['auglocal'])
+    assert default.model.aux_head.widen_factor == 1.0
+    assert full.model.aux_head.widen_factor == 0.25
+    assert full.train_cfg.max_epochs == 8
+    assert full.train_dataloader.batch_size == 16
+    assert full.synthetic_data.num_train_per_class == 200
+    assert demo.PROFILES['full']['data_root'] != demo.DEFAULT_DATA_ROOT
+
+    pytest.importorskip('mmdet')  # the detection configs inherit mmdet's
+    epochs = {}
+    for name, profile in demo.PROFILES.items():
+        det = load(profile['det_config'])
+        epochs[name] = det.train_cfg.max_epochs
+        assert det.default_hooks.checkpoint.interval == epochs[name]
+    assert epochs == dict(default=1, full=3)

@@ -15,11 +15,18 @@ tracking of tensors:
   iteration, optimizer step included.
 
 Freed memory goes back to the system only for blocks the allocator maps on
-their own: run training with ``MALLOC_MMAP_THRESHOLD_=65536`` (glibc) so
-that activations freed during the iteration really leave the resident set,
-otherwise the peaks of later phases hide behind earlier ones.
+their own, so the figures are those of glibc's ``malloc`` with
+``MALLOC_MMAP_THRESHOLD_=65536``: every block of 64 KiB or more is mapped
+alone and unmapped when freed. Mapping each block costs page faults on
+every iteration (docs/benchmarks.md#demo measures how much), so the hook sets that threshold with ``mallopt`` only from the start of
+training to the end of the measured iteration, then raises it to 32 MiB
+(the largest value glibc's own adaptive threshold reaches). A threshold
+the user set in the environment is left alone.
 """
+import ctypes
+import os
 import os.path as osp
+import platform
 from typing import Dict, Optional
 
 import torch
@@ -35,6 +42,8 @@ from .file_utils import save_json_atomic
 __all__ = ['TrainingMemoryHook', 'read_proc_status']
 
 MIB = 2.**20
+#: mallopt's parameter number of the mmap threshold (glibc's malloc.h).
+M_MMAP_THRESHOLD = -3
 
 
 def read_proc_status(keys=('VmRSS', 'VmHWM'),
@@ -64,6 +73,16 @@ def _reset_peak() -> bool:
             f.write('5')
         return True
     except OSError:
+        return False
+
+
+def _set_mmap_threshold(num_bytes: int) -> bool:
+    """Set glibc's mmap threshold; False where there is no glibc."""
+    if platform.libc_ver()[0] != 'glibc':
+        return False
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, num_bytes))
+    except (OSError, AttributeError):
         return False
 
 
@@ -106,17 +125,29 @@ class TrainingMemoryHook(Hook):
 
     Args:
         measure_iter (int): The iteration measured. Defaults to 2.
+        mmap_threshold (int, optional): glibc's mmap threshold (bytes) up
+            to the end of the measured iteration, unless
+            ``MALLOC_MMAP_THRESHOLD_`` is set; None leaves ``malloc`` alone.
+            Defaults to 65536.
+        after_threshold (int): The threshold after the measured iteration.
+            Defaults to 32 MiB.
     """
 
     priority = 'LOW'
 
-    def __init__(self, measure_iter: int = 2) -> None:
+    def __init__(self,
+                 measure_iter: int = 2,
+                 mmap_threshold: Optional[int] = 65536,
+                 after_threshold: int = 32 * 2**20) -> None:
         if measure_iter < 1:
             raise ValueError(
                 f'TrainingMemoryHook: measure_iter must be >= 1 (the first '
                 f'iteration creates the optimizer state), got '
                 f'{measure_iter}')
         self.measure_iter = measure_iter
+        self.mmap_threshold = mmap_threshold
+        self.after_threshold = after_threshold
+        self._malloc_set = False
         self._active = False
         self._before: Optional[int] = None
         self._at_step: Optional[Dict[str, int]] = None
@@ -134,6 +165,10 @@ class TrainingMemoryHook(Hook):
                 'TrainingMemoryHook: /proc/self/status is missing; no '
                 'memory figures on this system', logger='current')
             return
+        if (self.mmap_threshold is not None
+                and 'MALLOC_MMAP_THRESHOLD_' not in os.environ
+                and runner.iter <= self.measure_iter):
+            self._malloc_set = _set_mmap_threshold(self.mmap_threshold)
         optimizer = getattr(runner.optim_wrapper, 'optimizer', None)
         if optimizer is None:
             print_log(
@@ -173,6 +208,9 @@ class TrainingMemoryHook(Hook):
             return
         self._active = False
         peak = read_proc_status()['VmHWM']
+        if self._malloc_set:
+            _set_mmap_threshold(self.after_threshold)
+            self._malloc_set = False
         model = self._model(runner)
         optimizer = getattr(runner.optim_wrapper, 'optimizer', None)
         state = []
