@@ -26,7 +26,7 @@ Stages (``--stages``; each reusable from Python):
 The runs are scheduled as soon as their inputs exist, one per core with
 one intra-op thread each: the fine-tuning from random init does not wait
 for any pretraining, the one from BP waits only for BP. A progress line
-reports every run's start and end (run k of n, elapsed time, ETA).
+reports every run's start and end (stage k of n, elapsed time, ETA).
 
 The last lines printed are the val top-1 of every pretraining, the
 training memory of each rule, the box / mask AP from every start point
@@ -178,7 +178,7 @@ class Job:
 
 
 class Progress:
-    """Progress lines of a run of jobs: run k of n, elapsed time, ETA.
+    """Progress lines of a run of jobs: stage k of n, elapsed time, ETA.
 
     The ETA assumes that the remaining jobs cost what their ``cost`` says,
     at the speed (seconds per unit of cost) of the jobs already finished,
@@ -211,9 +211,9 @@ class Progress:
 
     def line(self, name: str, what: str) -> str:
         eta = self.eta()
-        return (f'run {self.index[name]} of {self.total} {what}: {name} | '
-                f'elapsed {clock(time.time() - self.start)} | ETA '
-                f'{clock(eta) if eta is not None else "after the first run"}')
+        eta_str = clock(eta) if eta is not None else 'after the first stage'
+        return (f'stage {self.index[name]} of {self.total} {what}: {name} | '
+                f'elapsed {clock(time.time() - self.start)} | ETA {eta_str}')
 
     def started(self, name: str) -> None:
         self.running[name] = time.time()

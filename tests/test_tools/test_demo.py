@@ -100,10 +100,10 @@ def test_jobs_wait_for_their_inputs(demo, tmp_path, capsys):
     seconds = demo.run_jobs(jobs, parallel=2)
     assert len(seconds) == 3 and seconds[1] >= 0.3
     out = capsys.readouterr().out
-    assert 'run 2 of 3 started: make | elapsed 0:00 | ETA after the first' \
+    assert 'stage 2 of 3 started: make | elapsed 0:00 | ETA after the first' \
         in out
     assert out.index('started: make') < out.index('started: use')
-    assert 'run 1 of 3 done in' in out
+    assert 'stage 1 of 3 done in' in out
 
     jobs = [
         _job(demo, tmp_path, 'fail', 'raise SystemExit(2)'),
@@ -129,7 +129,7 @@ def test_eta_from_finished_runs(demo, monkeypatch):
     clock[0] = 120.
     # b has 20 of its 30 s left, c needs 20 s
     assert progress.eta() == pytest.approx(40.)
-    assert 'run 2 of 3 started: b | elapsed 0:20 | ETA 0:40' in (
+    assert 'stage 2 of 3 started: b | elapsed 0:20 | ETA 0:40' in (
         progress.line('b', 'started'))
     assert demo.clock(3725) == '1:02:05'
 
@@ -231,7 +231,7 @@ def test_whole_pipeline_tiny(demo, tmp_path, monkeypatch, capsys):
     assert 'activation memory' in tail[2]
     assert 'from AugLocal' in tail[3] and 'over random init' in tail[3]
     assert tail[4].startswith('[demo] total wall time: ')
-    assert 'run 1 of 5 started: pretrain AugLocal' in out
+    assert 'stage 1 of 5 started: pretrain AugLocal' in out
 
 
 def test_demo_configs(demo):
