@@ -18,9 +18,9 @@ Freed memory goes back to the system only for blocks the allocator maps on
 their own, so the figures are those of glibc's ``malloc`` with
 ``MALLOC_MMAP_THRESHOLD_=65536``: every block of 64 KiB or more is mapped
 alone and unmapped when freed. Mapping each block costs page faults on
-every iteration (for a ResNet-34 with AugLocal heads, more CPU time than
-the training itself), so the hook sets that threshold with ``mallopt`` only from the start of
-training to the end of the measured iteration, then raises it to 32 MiB
+every iteration, a large share of the CPU time of a ResNet-34 with AugLocal
+heads, so the hook sets that threshold with ``mallopt`` only from the start
+of training to the end of the measured iteration, then raises it to 32 MiB
 (the largest value glibc's own adaptive threshold reaches). A threshold
 the user set in the environment is left alone.
 """
