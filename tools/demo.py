@@ -1127,9 +1127,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Tuple[List, List]:
         det_config=det_config,
         after={r: f'pretrain {RULE_NAMES[r]}'
                for r in rules})
-    # fine-tunings that wait for nothing start beside the pretraining
-    jobs += sorted(det_jobs, key=lambda j: bool(j.after) and
-                   j.after[0].startswith('pretrain'))
+    # fine-tunings (and their evaluations) that wait for no pretraining
+    # first: they start beside the pretrainings
+    pairs = [det_jobs[i:i + 2] for i in range(0, len(det_jobs), 2)]
+    for pair in sorted(pairs, key=lambda pair: bool(pair[0].after)):
+        jobs += pair
     cores = os.cpu_count() or 1
     parallel = args.parallel or max(1, min(cores, len(jobs)))
     threads = args.threads

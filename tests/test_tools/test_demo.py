@@ -192,7 +192,9 @@ def test_whole_pipeline_tiny(demo, tmp_path, monkeypatch, capsys):
         'param_scheduler.1.T_max=1', 'param_scheduler.1.end=1',
         'default_hooks.checkpoint.interval=1',
         # 4 iterations: the memory hook measures the third
-        'train_dataloader.batch_size=4', '--det-epochs', '1',
+        'train_dataloader.batch_size=4',
+        # narrower heads: the same code, a smaller checkpoint to write
+        'model.aux_head.widen_factor=0.25', '--det-epochs', '1',
         '--det-cfg-options', 'train_dataloader.batch_size=2'
     ])
     assert [p['rule'] for p in pretrained] == ['auglocal']
@@ -272,3 +274,62 @@ def test_demo_configs(demo):
         epochs[name] = det.train_cfg.max_epochs
         assert det.default_hooks.checkpoint.interval == epochs[name]
     assert epochs == dict(default=1, full=3)
+
+
+class _Scheduled(Exception):
+    """Raised by the fake run_jobs: the test has what it wanted."""
+
+
+def test_stages_are_scheduled_by_their_inputs(demo, tmp_path, monkeypatch):
+    """The one command: both pretrainings and the fine-tuning from random
+    init first, each fine-tuning after the backbone it needs, each
+    evaluation after its fine-tuning; two at a time on two cores."""
+    seen = {}
+
+    def fake_run_jobs(jobs, parallel, threads, quiet, progress):
+        seen.update(jobs=jobs, parallel=parallel, threads=threads)
+        raise _Scheduled
+
+    monkeypatch.setattr(demo, 'run_jobs', fake_run_jobs)
+    monkeypatch.setattr(demo, 'prepare_imagenet_shapes',
+                        lambda *args, **kwargs: None)
+    monkeypatch.setattr(demo, 'prepare_coco_shapes',
+                        lambda *args, **kwargs: None)
+    monkeypatch.setattr(demo.os, 'cpu_count', lambda: 2)
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    with pytest.raises(_Scheduled):
+        demo.main(['--work-dir', str(tmp_path), '--threads', '1'])
+    jobs = seen['jobs']
+    assert [j.name for j in jobs] == [
+        'pretrain AugLocal', 'pretrain BP',
+        'fine-tune Mask R-CNN from random init',
+        'evaluate Mask R-CNN from random init',
+        'fine-tune Mask R-CNN from AugLocal',
+        'evaluate Mask R-CNN from AugLocal',
+        'fine-tune Mask R-CNN from BP', 'evaluate Mask R-CNN from BP'
+    ]
+    after = {j.name: j.after for j in jobs}
+    assert after['fine-tune Mask R-CNN from AugLocal'] == ['pretrain AugLocal']
+    assert after['fine-tune Mask R-CNN from BP'] == ['pretrain BP']
+    assert after['fine-tune Mask R-CNN from random init'] == []
+    assert after['evaluate Mask R-CNN from BP'] == [
+        'fine-tune Mask R-CNN from BP'
+    ]
+    assert seen['parallel'] == 2 and seen['threads'] == 1
+    # the AugLocal fine-tuning starts from the export the pretraining makes
+    cmd = jobs[4].command()
+    assert _option(cmd, 'model.backbone.init_cfg.checkpoint') == osp.join(
+        str(tmp_path), 'auglocal_r34_synthetic', 'export', 'backbone.pth')
+    assert _option(cmd, 'train_dataloader.dataset.data_root') == (
+        demo.DEFAULT_COCO_ROOT + '/')
+    # --full: its own configs, data and work dirs
+    with pytest.raises(_Scheduled):
+        demo.main(['--full', '--rules', 'bp', '--starts', 'bp'])
+    cmd = seen['jobs'][0].command()
+    assert cmd[2].endswith('configs/demo/bp_r34_synthetic_full.py')
+    assert _option(cmd, 'train_dataloader.dataset.data_root') == (
+        demo.PROFILES['full']['data_root'])
+    assert cmd[cmd.index('--work-dir') + 1] == osp.join(
+        demo.PROFILES['full']['work_dir'], 'bp_r34_synthetic_full')
+    cmd = seen['jobs'][1].command()
+    assert cmd[2].endswith('configs/demo/mask_rcnn_r34_synthetic_full.py')
