@@ -168,34 +168,69 @@ def test_summary_lines_and_files(demo, tmp_path):
     assert (tmp_path / 'summary.png').read_bytes()[:4] == b'\x89PNG'
 
 
-@pytest.mark.timeout(900)
-def test_whole_pipeline_tiny(demo, tmp_path, monkeypatch, capsys):
-    """Pretrain with AugLocal, export, fine-tune from the export and from
-    random init, evaluate, print the table: a few iterations of each."""
-    pytest.importorskip('mmdet')
-    pytest.importorskip('pycocotools')
+def _tiny_pretraining(demo, monkeypatch):
     monkeypatch.setattr(
         demo, 'prepare_imagenet_shapes',
         functools.partial(
             demo.prepare_imagenet_shapes,
             num_train_per_class=2,
             num_val_per_class=1))
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    return [
+        '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+        'param_scheduler.1.T_max=1', 'param_scheduler.1.end=1',
+        'default_hooks.checkpoint.interval=1',
+        # 4 iterations: the memory hook measures the third
+        'train_dataloader.batch_size=4'
+    ]
+
+
+@pytest.mark.timeout(600)
+def test_pretraining_stage_tiny(demo, tmp_path, monkeypatch, capsys):
+    """Both rules pretrained side by side, exported and measured; the
+    summary of the pretraining half (no detection needed)."""
+    options = _tiny_pretraining(demo, monkeypatch)
+    work = tmp_path / 'work'
+    pretrained, detected = demo.main([
+        '--stages', 'pretrain', '--data-root', str(tmp_path / 'imagenet'),
+        '--work-dir', str(work), '--quiet', *options
+    ])
+    assert detected == []
+    assert [p['rule'] for p in pretrained] == ['auglocal', 'bp']
+    memory = {p['rule']: p['memory'] for p in pretrained}
+    for mem in memory.values():
+        assert mem['iteration'] == 2
+        assert mem['peak_rss'] >= mem['before_rss'] > 0
+    # the auxiliary networks' parameters, and AdamW's two moments of them
+    assert memory['auglocal']['params'] > 1.3 * memory['bp']['params']
+    assert memory['auglocal']['optim_state'] == pytest.approx(
+        2 * memory['auglocal']['params'], rel=0.01)
+    summary = (work / 'summary.md').read_text()
+    assert '| peak training memory (process RSS) |' in summary
+    tail = capsys.readouterr().out.strip().splitlines()[-4:]
+    assert tail[0].startswith('[demo] val top-1 of ResNet-34 on the '
+                              'synthetic shapes: AugLocal ')
+    assert 'AugLocal - BP' in tail[0]
+    assert '(AugLocal / BP ' in tail[1] and '(AugLocal / BP ' in tail[2]
+    assert tail[3].startswith('[demo] total wall time: ')
+
+
+@pytest.mark.timeout(900)
+def test_whole_pipeline_tiny(demo, tmp_path, monkeypatch, capsys):
+    """Pretrain with AugLocal, export, fine-tune from the export and from
+    random init, evaluate, print the table: a few iterations of each."""
+    pytest.importorskip('mmdet')
+    pytest.importorskip('pycocotools')
+    options = _tiny_pretraining(demo, monkeypatch)
     monkeypatch.setattr(demo, 'COCO_DATA',
                         dict(num_train=4, num_val=2, image_size=64, seed=0))
-    monkeypatch.setenv('OMP_NUM_THREADS', '1')
     work = tmp_path / 'work'
     pretrained, detected = demo.main([
         '--rules', 'auglocal', '--starts', 'auglocal', 'random',
         '--data-root', str(tmp_path / 'imagenet'), '--coco-root',
         str(tmp_path / 'coco'), '--work-dir', str(work), '--quiet',
-        '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-        'param_scheduler.1.T_max=1', 'param_scheduler.1.end=1',
-        'default_hooks.checkpoint.interval=1',
-        # 4 iterations: the memory hook measures the third
-        'train_dataloader.batch_size=4',
-        # narrower heads: the same code, a smaller checkpoint to write
-        'model.aux_head.widen_factor=0.25', '--det-epochs', '1',
-        '--det-cfg-options', 'train_dataloader.batch_size=2'
+        *options, '--det-epochs', '1', '--det-cfg-options',
+        'train_dataloader.batch_size=2'
     ])
     assert [p['rule'] for p in pretrained] == ['auglocal']
     export = pretrained[0]
