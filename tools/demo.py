@@ -108,10 +108,12 @@ DEFAULT_WORK_DIR = PROFILES['default']['work_dir']
 #: images the demo backbones are pretrained on).
 COCO_DATA = dict(num_train=500, num_val=100, image_size=64, seed=0)
 #: Relative cost of each kind of run of the default demo, for the ETA
-#: (only the ratios matter): CPU seconds per iteration measured with few
-#: single-thread iterations, times the iterations of each run, plus start-up.
-RUN_COSTS = {'pretrain auglocal': 2.4, 'pretrain bp': 0.7, 'fine-tune': 1.,
-             'evaluate': 0.2}
+#: (only the ratios matter): the CPU seconds of the two pretrainings in one
+#: run of the demo (docs/benchmarks.md#demo), against about 120 s for a
+#: one-epoch fine-tuning and 20 s for an evaluation, from the full demo's
+#: timings scaled to one epoch.
+RUN_COSTS = {'pretrain auglocal': 3.3, 'pretrain bp': 0.55, 'fine-tune': 1.,
+             'evaluate': 0.15}
 
 
 class JobFailed(RuntimeError):
@@ -182,7 +184,8 @@ class Progress:
 
     The ETA assumes that the remaining jobs cost what their ``cost`` says,
     at the speed (seconds per unit of cost) of the jobs already finished,
-    shared among ``slots`` parallel runs.
+    shared among ``slots`` parallel runs (but no shorter than the longest
+    of them).
     """
 
     def __init__(self, jobs: Sequence[Job], slots: int,
@@ -202,12 +205,15 @@ class Progress:
         rate = sum(self.done.values()) / max(
             1e-9, sum(self.costs[n] for n in self.done))
         now = time.time()
-        left = sum(cost * rate for name, cost in self.costs.items()
-                   if name not in self.done and name not in self.running)
-        left += sum(
+        left = [
+            cost * rate for name, cost in self.costs.items()
+            if name not in self.done and name not in self.running
+        ] + [
             max(0., self.costs[name] * rate - (now - begin))
-            for name, begin in self.running.items())
-        return left / self.slots
+            for name, begin in self.running.items()
+        ]
+        # the work shared among the slots, but no less than the longest run
+        return max(sum(left) / self.slots, max(left, default=0.))
 
     def line(self, name: str, what: str) -> str:
         eta = self.eta()

@@ -132,6 +132,12 @@ def test_eta_from_finished_runs(demo, monkeypatch):
     assert 'stage 2 of 3 started: b | elapsed 0:20 | ETA 0:40' in (
         progress.line('b', 'started'))
     assert demo.clock(3725) == '1:02:05'
+    # two slots, one long run left: its own time, not half of it
+    progress = demo.Progress(jobs[1:], slots=2, start=100.)
+    progress.done['x'] = 10.
+    progress.costs['x'] = 1.
+    progress.started('b')
+    assert progress.eta() == pytest.approx(30.)
 
 
 def test_summary_lines_and_files(demo, tmp_path):
@@ -185,10 +191,13 @@ def _tiny_pretraining(demo, monkeypatch):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_pretraining_stage_tiny(demo, tmp_path, monkeypatch, capsys):
     """Both rules pretrained side by side, exported and measured; the
-    summary of the pretraining half (no detection needed)."""
+    summary of the pretraining half. Four iterations of each rule (the
+    memory hook measures the third) at the paper's auxiliary width: the
+    end-to-end check of the demo that needs no mmdet."""
     options = _tiny_pretraining(demo, monkeypatch)
     work = tmp_path / 'work'
     pretrained, detected = demo.main([
