@@ -17,7 +17,8 @@
 #                                             exports)
 _base_ = ['./auglocal_r34_synthetic_full.py']
 
-# the data set of synthetic_imagenet.py (not the full demo's)
+# the data set of synthetic_imagenet.py (3,200 train / 400 val images),
+# not the full demo's
 synthetic_data = dict(num_train_per_class=400, num_val_per_class=50)
 data_root = 'data/synthetic_imagenet/'
 train_dataloader = dict(batch_size=32, dataset=dict(data_root=data_root))
