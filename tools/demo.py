@@ -935,10 +935,12 @@ def plot_summary(pretrained: List[Dict], detected: List[Dict],
         panels.append(('val top-1 (%)', names,
                        [[r['val_top1'] or 0. for r in pretrained]], None))
         memory = [r.get('memory') or {} for r in pretrained]
-        panels.append(('training memory (MiB, process RSS)', names,
-                       [[m.get('peak_rss', 0.) for m in memory],
-                        [m.get('activation_rss', 0.) for m in memory]],
-                       ['peak', 'activations']))
+        # two panels: the activations are far smaller than the peak
+        panels.append(('peak training memory (MiB, RSS)', names,
+                       [[m.get('peak_rss', 0.) for m in memory]], None))
+        panels.append(('activation memory (MiB, RSS)', names,
+                       [[m.get('activation_rss', 0.) for m in memory]],
+                       None))
     if detected:
         names = [RULE_NAMES[d['start']] for d in detected]
 
