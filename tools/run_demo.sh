@@ -3,8 +3,9 @@
 # environment if needed, generate the data sets if missing, pretrain
 # ResNet-34 with AugLocal and with BP, export the backbones, fine-tune
 # Mask R-CNN from each export and from random init, evaluate with mmdet's
-# CocoMetric and print the model-zoo table. Options are passed on to
-# tools/demo.py (--help).
+# CocoMetric, print the model-zoo table and the summary (top-1, training
+# memory, AP, wall time; also summary.md and summary.png in the work dir).
+# Options are passed on to tools/demo.py (--help), e.g. --full.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"

@@ -22,6 +22,9 @@ from mmengine.registry import RUNNERS
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from auglocal_det.engine.runner import LocalRunner  # noqa: E402
 from auglocal_det.utils.cli import run_with_clean_errors  # noqa: E402
+from auglocal_det.utils.warning_filters import (  # noqa: E402
+    ignore_pkg_resources_deprecation,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -111,4 +114,5 @@ def _to_builtin(value):
 
 
 if __name__ == '__main__':
+    ignore_pkg_resources_deprecation()
     run_with_clean_errors(main)

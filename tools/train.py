@@ -20,8 +20,8 @@ import sys
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 
-# Importing the package registers its components and the trusted local
-# checkpoint loader before any config is parsed.
+# Importing the package registers its components before any config is
+# parsed.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from auglocal_det.engine.runner import (  # noqa: E402
     LocalRunner,
@@ -32,6 +32,9 @@ from auglocal_det.utils.cli import run_with_clean_errors  # noqa: E402
 from auglocal_det.utils.config_errors import (  # noqa: E402
     check_switched_types,
     unknown_type_error,
+)
+from auglocal_det.utils.warning_filters import (  # noqa: E402
+    ignore_pkg_resources_deprecation,
 )
 
 AMP_WRAPPERS = {
@@ -176,4 +179,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+    ignore_pkg_resources_deprecation()
     run_with_clean_errors(main)

@@ -153,6 +153,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if __name__ == '__main__':
     from auglocal_det.utils.cli import run_with_clean_errors
+    from auglocal_det.utils.warning_filters import (
+        ignore_pkg_resources_deprecation,
+    )
+    ignore_pkg_resources_deprecation()
 
     def _main() -> None:
         sys.exit(main())

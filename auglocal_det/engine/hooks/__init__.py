@@ -14,6 +14,7 @@ from .preemption_hook import (
     TrainingPreempted,
 )
 from .train_data_check_hook import TrainDataCheckHook, head_class_counts
+from .training_memory_hook import TrainingMemoryHook, read_proc_status
 from .work_dir_lock_hook import WorkDirLock, WorkDirLockHook
 
 __all__ = [
@@ -21,5 +22,5 @@ __all__ = [
     'ExportBackboneHook', 'LayerwiseAccuracyPlotHook',
     'plot_layerwise_accuracy', 'EXIT_PREEMPTED', 'PreemptionCheckpointHook',
     'TrainingPreempted', 'TrainDataCheckHook', 'head_class_counts',
-    'WorkDirLock', 'WorkDirLockHook'
+    'WorkDirLock', 'WorkDirLockHook', 'TrainingMemoryHook', 'read_proc_status'
 ]

@@ -13,7 +13,7 @@ synthetic_classes = ('checker', 'circle', 'cross', 'ring', 'square', 'star',
                      'stripes', 'triangle')
 # arguments of auglocal_det.testing.generate_imagenet_shapes
 synthetic_data = dict(
-    num_train_per_class=200,
+    num_train_per_class=400,
     num_val_per_class=50,
     image_size=36,
     seed=0,
