@@ -20,7 +20,8 @@ Stages (``--stages``; each reusable from Python):
        AugLocal export, the BP export and random init;
     5. evaluate each with ``tools/test.py`` (mmdet's ``CocoMetric``, bbox
        and segm) and print the model-zoo table
-       (``tools/analysis_tools/gather_results.py``), also written to
+       (``auglocal_det.analysis.model_zoo``, as
+       ``tools/analysis_tools/gather_results.py``), also written to
        ``<work_dir>/model_zoo.md``.
 
 The runs are scheduled as soon as their inputs exist, one per core with
@@ -58,10 +59,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, osp.join(ROOT, 'tools'))
 
 from mmengine.config import Config  # noqa: E402
 
+from auglocal_det.analysis.model_zoo import (  # noqa: E402
+    collect,
+    to_markdown,
+)
 from auglocal_det.testing import (  # noqa: E402
     ensure_synthetic,
     generate_coco_shapes,
@@ -730,8 +734,6 @@ def gather_detection(work_dirs: Dict[str, str], work_root: str,
         model-zoo row, with all COCO metrics), ``train_seconds`` and
         ``test_seconds``.
     """
-    from analysis_tools.gather_results import collect, to_markdown
-
     results = []
     for start, work_dir in work_dirs.items():
         name = RULE_NAMES[start]

@@ -1,4 +1,5 @@
-"""gather_results.py on fabricated work dirs (needs mmengine only)."""
+"""The model-zoo table (auglocal_det.analysis.model_zoo and its command
+line, gather_results.py) on fabricated work dirs (needs mmengine only)."""
 import importlib.util
 import json
 import os

@@ -36,9 +36,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
+from auglocal_det.fileio import save_json_atomic
 from auglocal_det.registry import HOOKS
-
-from .file_utils import save_json_atomic
 
 __all__ = ['TrainingMemoryHook', 'read_proc_status']
 
