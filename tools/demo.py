@@ -66,6 +66,7 @@ from auglocal_det.analysis.model_zoo import (  # noqa: E402
     collect,
     to_markdown,
 )
+from auglocal_det.errors import InputFileNotFoundError  # noqa: E402
 from auglocal_det.testing import (  # noqa: E402
     ensure_synthetic,
     generate_coco_shapes,
@@ -669,7 +670,7 @@ def find_backbones(starts: Sequence[str],
             name = osp.splitext(osp.basename(configs[start]))[0]
             path = osp.join(work_root, name, 'export', 'backbone.pth')
         if start not in pending and not osp.isfile(path):
-            raise FileNotFoundError(
+            raise InputFileNotFoundError(
                 f'no {RULE_NAMES[start]} backbone at {path}: run `python '
                 f'tools/demo.py --stages pretrain --rules {start}` first, or '
                 f'pass --backbone {start}=PATH')

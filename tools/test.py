@@ -16,12 +16,16 @@ import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from auglocal_det.engine.runner import LocalRunner  # noqa: E402
-from auglocal_det.utils.cli import run_with_clean_errors  # noqa: E402
+from auglocal_det.errors import InputError, InputFileNotFoundError  # noqa: E402
+from auglocal_det.utils.cli import (  # noqa: E402
+    load_config,
+    run_with_clean_errors,
+)
 from auglocal_det.utils.warning_filters import (  # noqa: E402
     ignore_pkg_resources_deprecation,
 )
@@ -62,8 +66,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint!r} not found')
-    cfg = Config.fromfile(args.config)
+        raise InputFileNotFoundError(
+            f'checkpoint {args.checkpoint!r} not found')
+    cfg = load_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -77,7 +82,7 @@ def main() -> None:
 
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must end in .pkl, got {args.out!r}')
+            raise InputError(f'--out must end in .pkl, got {args.out!r}')
         cfg.test_evaluator = _as_list(cfg.test_evaluator)
         cfg.test_evaluator.append(
             dict(type='DumpResults', out_file_path=args.out))

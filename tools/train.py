@@ -28,7 +28,10 @@ from auglocal_det.engine.runner import (  # noqa: E402
     resolve_resume_checkpoint,
 )
 from auglocal_det.errors import InputError  # noqa: E402
-from auglocal_det.utils.cli import run_with_clean_errors  # noqa: E402
+from auglocal_det.utils.cli import (  # noqa: E402
+    load_config,
+    run_with_clean_errors,
+)
 from auglocal_det.utils.config_errors import (  # noqa: E402
     check_switched_types,
     unknown_type_error,
@@ -100,7 +103,7 @@ def enable_amp(cfg: Config) -> None:
         print(f'--amp: optim_wrapper.type is already {wrapper}')
         return
     if wrapper not in AMP_WRAPPERS:
-        raise ValueError(
+        raise InputError(
             f'--amp supports optim_wrapper.type in {sorted(AMP_WRAPPERS)}, '
             f'but the config sets {wrapper!r}')
     cfg.optim_wrapper.type = AMP_WRAPPERS[wrapper]
@@ -109,7 +112,7 @@ def enable_amp(cfg: Config) -> None:
 
 def build_config(args: argparse.Namespace) -> Config:
     """Load the config and apply the command-line options."""
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -130,7 +133,7 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or \
                 'base_batch_size' not in cfg.auto_scale_lr:
-            raise ValueError(
+            raise InputError(
                 f'--auto-scale-lr needs auto_scale_lr.base_batch_size in '
                 f'{args.config}')
         cfg.auto_scale_lr.enable = True

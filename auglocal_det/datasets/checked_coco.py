@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from mmdet.datasets import CocoDataset
 from mmengine.logging import print_log
 
-from auglocal_det.errors import InputError
+from auglocal_det.errors import InputError, InputFileNotFoundError
 from auglocal_det.registry import DATASETS
 
 __all__ = ['CheckedCocoDataset', 'CocoReport', 'check_coco_annotations']
@@ -306,7 +306,7 @@ class CheckedCocoDataset(CocoDataset):
             ValueError: If the file does not fit the config or is broken.
         """
         if not osp.isfile(self.ann_file) and '://' not in self.ann_file:
-            raise FileNotFoundError(
+            raise InputFileNotFoundError(
                 f'COCO annotation file {self.ann_file!r} not found (set '
                 'data_root and ann_file of the dataloaders)')
         self._checked = False
@@ -321,7 +321,7 @@ class CheckedCocoDataset(CocoDataset):
                 f': {exc}; the file is truncated or corrupt (an interrupted '
                 'download or copy?): download or write it again') from exc
         if not self._checked:  # no image: parse_data_info never ran
-            raise ValueError(f'COCO annotation file {self.ann_file!r} lists '
+            raise InputError(f'COCO annotation file {self.ann_file!r} lists '
                              'no images')
         return data_list
 
@@ -340,7 +340,7 @@ class CheckedCocoDataset(CocoDataset):
             ann_file=self.ann_file,
             max_invalid_ratio=self.max_invalid_ratio)
         if report.errors:
-            raise ValueError('\n'.join(report.errors))
+            raise InputError('\n'.join(report.errors))
         if report.invalid:
             print_log(
                 report.summary(), logger='current', level=logging.WARNING)

@@ -32,6 +32,8 @@ import numpy as np
 from mmengine.utils import ProgressBar
 from PIL import Image, ImageDraw
 
+from auglocal_det.errors import InputError
+
 __all__ = [
     'IMAGENET_SHAPE_CLASSES', 'COCO_SHAPE_CLASSES',
     'generate_imagenet_shapes', 'generate_coco_shapes', 'ensure_synthetic',
@@ -106,7 +108,7 @@ def _texture(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
     elif kind == 'checker':
         on = (np.floor(u / period + phase) + np.floor(v / period)) % 2 == 0
     else:
-        raise ValueError(f'unknown texture {kind!r}')
+        raise InputError(f'unknown texture {kind!r}')
     return np.where(on[..., None], c0, c1).astype(np.float32)
 
 
@@ -148,7 +150,7 @@ def shape_polygon(name: str, cx: float, cy: float, radius: float,
                         (w, -a), (-w, -a), (-w, -w), (-a, -w), (-a, w),
                         (-w, w)])
     else:
-        raise ValueError(f'unknown shape {name!r}; expected one of '
+        raise InputError(f'unknown shape {name!r}; expected one of '
                          f'circle, square, triangle, star, cross')
     rot = np.array([[np.cos(angle), -np.sin(angle)],
                     [np.sin(angle), np.cos(angle)]])
@@ -340,10 +342,10 @@ def generate_imagenet_shapes(root: str,
     """
     unknown = [c for c in classes if c not in IMAGENET_SHAPE_CLASSES]
     if unknown:
-        raise ValueError(f'unknown synthetic classes {unknown}; choose from '
+        raise InputError(f'unknown synthetic classes {unknown}; choose from '
                          f'{IMAGENET_SHAPE_CLASSES}')
     if image_size < 16:
-        raise ValueError(f'image_size must be >= 16, got {image_size}')
+        raise InputError(f'image_size must be >= 16, got {image_size}')
     stamp = dict(
         kind='imagenet_shapes',
         version=GENERATOR_VERSION,
@@ -483,10 +485,10 @@ def generate_coco_shapes(root: str,
         dict: The stamp (arguments and counts of images and instances).
     """
     if not 1 <= min_objects <= max_objects:
-        raise ValueError(f'need 1 <= min_objects <= max_objects, got '
+        raise InputError(f'need 1 <= min_objects <= max_objects, got '
                          f'{min_objects}, {max_objects}')
     if image_size < 32:
-        raise ValueError(f'image_size must be >= 32, got {image_size}')
+        raise InputError(f'image_size must be >= 32, got {image_size}')
     stamp = dict(
         kind='coco_shapes',
         version=GENERATOR_VERSION,

@@ -1,29 +1,54 @@
 """Helpers shared by the command-line tools in ``tools/``."""
 import os
+import os.path as osp
 import sys
 from typing import Callable
+
+from mmengine.config import Config
 
 from auglocal_det.engine.hooks.atomic_checkpoint_hook import (
     CheckpointWriteError,
 )
+from auglocal_det.errors import (
+    InputError,
+    InputFileNotFoundError,
+    TrainingDivergedError,
+)
 
-__all__ = ['run_with_clean_errors']
+__all__ = ['USER_ERRORS', 'load_config', 'run_with_clean_errors']
 
-#: Errors caused by the user's input (a missing file, a wrong option or a
-#: malformed dataset), a training run that diverged (FloatingPointError) or
-#: a checkpoint that could not be written (a full disk). They are reported
-#: as one message without a traceback; everything else propagates with its
-#: traceback.
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, ValueError,
-               FloatingPointError, CheckpointWriteError)
+#: What the tools report as one message without a traceback: the package's
+#: own input errors (raised where the input is checked, naming the file,
+#: key or option at fault), a training run that diverged, and a checkpoint
+#: that could not be written (a full disk). Every other exception is a
+#: program bug and propagates with its traceback.
+USER_ERRORS = (InputError, TrainingDivergedError, CheckpointWriteError)
+
+
+def load_config(path: str) -> Config:
+    """Read a config file given on the command line.
+
+    Args:
+        path (str): The config file.
+
+    Returns:
+        Config: The config.
+
+    Raises:
+        InputFileNotFoundError: If ``path`` is not a file.
+    """
+    if not osp.isfile(path):
+        raise InputFileNotFoundError(f'config file {path!r} not found')
+    return Config.fromfile(path)
 
 
 def run_with_clean_errors(main: Callable[[], None]) -> None:
-    """Run ``main`` and turn input errors into a one-line message.
+    """Run ``main`` and turn the user's input errors into a one-line
+    message (exit status 1).
 
     The message names the file, key or option at fault (the raising code is
     responsible for that). Set ``AUGLOCAL_DEBUG=1`` to see the full
-    traceback instead.
+    traceback of an input error too.
 
     Args:
         main (Callable[[], None]): The tool's entry point.

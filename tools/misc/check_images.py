@@ -35,7 +35,9 @@ import auglocal_det.datasets  # noqa: E402,F401  (registers ImageNet)
 from auglocal_det.datasets.transforms.loading import (  # noqa: E402
     decode_image_with_depth,
 )
+from auglocal_det.errors import InputError  # noqa: E402
 from auglocal_det.registry import DATASETS  # noqa: E402
+from auglocal_det.utils.cli import load_config  # noqa: E402
 
 SPLITS = ('train', 'val', 'test')
 
@@ -76,7 +78,7 @@ def image_paths(cfg: Config, split: str,
     """
     loader = cfg.get(f'{split}_dataloader')
     if not loader:
-        raise ValueError(f'{cfg.filename}: no {split}_dataloader')
+        raise InputError(f'{cfg.filename}: no {split}_dataloader')
     dataset_cfg = dict(loader['dataset'])
     dataset_cfg['pipeline'] = []
     if data_root is not None:
@@ -127,7 +129,7 @@ def check_paths(paths: Sequence[str],
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     found: Dict[str, List[Tuple[str, str]]] = {}
     for split in args.splits:
         paths = image_paths(cfg, split, args.data_root)

@@ -9,6 +9,7 @@ from mmengine.fileio import get
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
+from auglocal_det.errors import InputFileNotFoundError
 from auglocal_det.registry import TRANSFORMS
 
 __all__ = ['LoadImageTensor', 'decode_image_bytes', 'decode_image_with_depth']
@@ -115,7 +116,7 @@ class LoadImageTensor:
         try:
             data = get(path, backend_args=self.backend_args)
         except FileNotFoundError as exc:
-            raise FileNotFoundError(
+            raise InputFileNotFoundError(
                 f'image file {path!r} does not exist') from exc
         except OSError as exc:
             raise OSError(f'cannot read image file {path!r}: {exc}') from exc

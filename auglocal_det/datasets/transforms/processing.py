@@ -234,10 +234,10 @@ class RandomCropTensor:
         name = self.__class__.__name__
         self.size = _pair(size, name)
         if int(padding) != padding or padding < 0:
-            raise ValueError(f'{name}: padding must be an int >= 0, got '
+            raise InputError(f'{name}: padding must be an int >= 0, got '
                              f'{padding!r}')
         if padding_mode not in self._MODES:
-            raise ValueError(f'{name}: padding_mode must be one of '
+            raise InputError(f'{name}: padding_mode must be one of '
                              f'{list(self._MODES)}, got {padding_mode!r}')
         self.padding = int(padding)
         self.padding_mode = padding_mode
@@ -253,7 +253,7 @@ class RandomCropTensor:
         height, width = img.shape[-2:]
         out_h, out_w = self.size
         if out_h > height or out_w > width:
-            raise ValueError(
+            raise InputError(
                 f'{self.__class__.__name__}: crop {self.size} is larger than '
                 f'the padded image ({height}, {width})')
         top = int(np.random.randint(0, height - out_h + 1))

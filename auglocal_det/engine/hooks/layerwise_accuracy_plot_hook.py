@@ -8,6 +8,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
+from auglocal_det.errors import InputError
 from auglocal_det.evaluation import parse_layerwise_metrics
 from auglocal_det.fileio import save_json_atomic
 from auglocal_det.registry import HOOKS
@@ -111,7 +112,7 @@ class LayerwiseAccuracyPlotHook(Hook):
                  final_key: str = 'accuracy/top1',
                  plot_every_val: bool = True) -> None:
         if not filename.endswith('.png'):
-            raise ValueError(f'LayerwiseAccuracyPlotHook: filename must end '
+            raise InputError(f'LayerwiseAccuracyPlotHook: filename must end '
                              f'with .png, got {filename!r}')
         self.filename = filename
         self.aux_prefix = aux_prefix

@@ -36,6 +36,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
+from auglocal_det.errors import InputError
 from auglocal_det.fileio import save_json_atomic
 from auglocal_det.registry import HOOKS
 
@@ -140,7 +141,7 @@ class TrainingMemoryHook(Hook):
                  mmap_threshold: Optional[int] = 65536,
                  after_threshold: int = 32 * 2**20) -> None:
         if measure_iter < 1:
-            raise ValueError(
+            raise InputError(
                 f'TrainingMemoryHook: measure_iter must be >= 1 (the first '
                 f'iteration creates the optimizer state), got '
                 f'{measure_iter}')

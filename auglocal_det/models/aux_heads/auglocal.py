@@ -48,7 +48,7 @@ def auglocal_aux_depth(depth: int,
         int: The head's depth.
     """
     if depth < 1:
-        raise ValueError(f'AugLocal depth must be >= 1, got {depth}')
+        raise InputError(f'AugLocal depth must be >= 1, got {depth}')
     if not pyramid or num_aux <= 1:
         return depth
     x = module_index * Fraction(tau) / (num_aux - 1)
@@ -188,7 +188,7 @@ class AugLocalAuxHead(BaseAuxHead):
                 'auxiliary network)')
         num_later = len(self.layer_specs) - 1
         if depth > num_later:
-            raise ValueError(
+            raise InputError(
                 f'AugLocalAuxHead: depth={depth} (model.aux_head.depth) is '
                 f'larger than the {num_later} local layers that can follow '
                 f'an auxiliary head in a backbone of {num_later + 1} local '

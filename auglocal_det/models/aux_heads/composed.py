@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.model import ModuleList
 
+from auglocal_det.errors import InputError
 from auglocal_det.registry import MODELS
 
 from .base import AuxBatch, BaseAuxHead
@@ -55,10 +56,10 @@ class ComposedAuxHead(BaseAuxHead):
         super().__init__(init_cfg=[] if init_cfg is None else init_cfg,
                          **kwargs)
         if not heads:
-            raise ValueError('ComposedAuxHead: heads must name at least one '
+            raise InputError('ComposedAuxHead: heads must name at least one '
                              'head config (model.aux_head.heads)')
         if not 0 <= logits_from < len(heads):
-            raise ValueError(
+            raise InputError(
                 f'ComposedAuxHead: logits_from={logits_from} is not the index '
                 f'of one of the {len(heads)} heads')
         module_args = dict(
@@ -73,7 +74,7 @@ class ComposedAuxHead(BaseAuxHead):
             cfg = dict(cfg)
             given = sorted(set(cfg) & set(_MODULE_ARGS))
             if given:
-                raise ValueError(
+                raise InputError(
                     f'ComposedAuxHead: {given} of a part are set by the '
                     f'classifier; remove them from the config of '
                     f'{cfg.get("type")}')

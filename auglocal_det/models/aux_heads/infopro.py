@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from auglocal_det.errors import InputError
 from auglocal_det.registry import MODELS
 
 from ..layers import build_norm_layer
@@ -168,11 +169,15 @@ class InfoProAuxHead(BaseAuxHead):
                  **kwargs) -> None:
         super().__init__(lambda_x=lambda_x, lambda_y=lambda_y, **kwargs)
         if loss_mode not in ('ce', 'contrast', 'none'):
-            raise ValueError(f'unknown loss_mode {loss_mode!r}')
+            raise InputError(
+                f'InfoProAuxHead: unknown loss_mode {loss_mode!r} '
+                "(model.aux_head.loss_mode: 'ce', 'contrast' or 'none')")
         if arch == 'auto':
             arch = 'imagenet' if self.layer_specs[0].stride > 1 else 'cifar'
         if arch not in ('cifar', 'imagenet'):
-            raise ValueError(f'unknown arch {arch!r}')
+            raise InputError(
+                f'InfoProAuxHead: unknown arch {arch!r} '
+                "(model.aux_head.arch: 'auto', 'cifar' or 'imagenet')")
         self.loss_mode = loss_mode
         self.arch = arch
         self.temperature = temperature
