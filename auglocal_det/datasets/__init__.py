@@ -1,4 +1,5 @@
 from .imagenet import IMG_EXTENSIONS, ImageNet
+from .small_images import CIFAR10, STL10, SVHN
 from .synthetic import (
     COCO_SHAPE_CLASSES,
     IMAGENET_SHAPE_CLASSES,
@@ -10,6 +11,7 @@ from .transforms import (
     CenterCropTensor,
     LoadImageTensor,
     PackClsInputs,
+    RandomCropTensor,
     RandomFlipTensor,
     RandomResizedCropTensor,
     ResizeEdgeTensor,
@@ -17,9 +19,10 @@ from .transforms import (
 )
 
 __all__ = [
-    'ImageNet', 'IMG_EXTENSIONS', 'IMAGENET_SHAPE_CLASSES',
-    'COCO_SHAPE_CLASSES', 'generate_imagenet_shapes', 'generate_coco_shapes',
-    'ensure_synthetic', 'LoadImageTensor', 'decode_image_bytes',
-    'RandomResizedCropTensor', 'RandomFlipTensor', 'ResizeEdgeTensor',
-    'CenterCropTensor', 'PackClsInputs'
+    'ImageNet', 'IMG_EXTENSIONS', 'CIFAR10', 'SVHN', 'STL10',
+    'IMAGENET_SHAPE_CLASSES', 'COCO_SHAPE_CLASSES', 'generate_imagenet_shapes',
+    'generate_coco_shapes', 'ensure_synthetic', 'LoadImageTensor',
+    'decode_image_bytes', 'RandomResizedCropTensor', 'RandomFlipTensor',
+    'ResizeEdgeTensor', 'CenterCropTensor', 'RandomCropTensor',
+    'PackClsInputs'
 ]

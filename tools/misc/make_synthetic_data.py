@@ -8,6 +8,10 @@ Examples::
     # COCO-style instance segmentation
     python tools/misc/make_synthetic_data.py coco data/synthetic_coco \\
         --num-train 200 --num-val 50 --image-size 128
+    # CIFAR-10 / SVHN / STL-10 files in their official formats (oriented
+    # gratings, 10 classes), readable by the small-image configs
+    python tools/misc/make_synthetic_data.py cifar10 data/cifar10_synthetic \\
+        --num-train 1000 --num-test 500
 """
 import argparse
 import os.path as osp
@@ -22,6 +26,10 @@ from auglocal_det.datasets import (  # noqa: E402
     generate_coco_shapes,
     generate_imagenet_shapes,
 )
+from auglocal_det.testing import write_small_image_set  # noqa: E402
+
+#: Sub-command -> dataset type of the small-image sets.
+SMALL_IMAGE_SETS = {'cifar10': 'CIFAR10', 'svhn': 'SVHN', 'stl10': 'STL10'}
 
 DATA_CONFIG = osp.join(ROOT, 'configs', '_base_', 'datasets',
                        'synthetic_imagenet.py')
@@ -46,7 +54,15 @@ def parse_args() -> argparse.Namespace:
     coco.add_argument('--image-size', type=int, default=128)
     coco.add_argument('--min-objects', type=int, default=1)
     coco.add_argument('--max-objects', type=int, default=4)
-    for p in (imagenet, coco):
+    small = []
+    for kind, dataset_type in SMALL_IMAGE_SETS.items():
+        p = sub.add_parser(
+            kind, help=f'{dataset_type} files in the official format')
+        p.add_argument('out', help='output folder (the data root)')
+        p.add_argument('--num-train', type=int, default=1000)
+        p.add_argument('--num-test', type=int, default=500)
+        small.append(p)
+    for p in (imagenet, coco, *small):
         p.add_argument('--seed', type=int)
     return parser.parse_args()
 
@@ -63,6 +79,14 @@ def main() -> None:
         stamp = generate_imagenet_shapes(args.out, **kwargs)
         print(f'wrote {stamp["num_images"]} images of '
               f'{stamp["image_size"]} px, classes {stamp["classes"]}, to '
+              f'{args.out}')
+    elif args.kind in SMALL_IMAGE_SETS:
+        written = write_small_image_set(
+            SMALL_IMAGE_SETS[args.kind], args.out, args.num_train,
+            args.num_test, seed=args.seed or 0)
+        counts = {split: len(labels) for split, (_, labels) in
+                  written.items()}
+        print(f'wrote {SMALL_IMAGE_SETS[args.kind]} files, {counts}, to '
               f'{args.out}')
     else:
         stamp = generate_coco_shapes(

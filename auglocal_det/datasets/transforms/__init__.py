@@ -2,6 +2,7 @@ from .formatting import PackClsInputs
 from .loading import LoadImageTensor, decode_image_bytes
 from .processing import (
     CenterCropTensor,
+    RandomCropTensor,
     RandomFlipTensor,
     RandomResizedCropTensor,
     ResizeEdgeTensor,
@@ -10,5 +11,5 @@ from .processing import (
 __all__ = [
     'LoadImageTensor', 'decode_image_bytes', 'RandomResizedCropTensor',
     'RandomFlipTensor', 'ResizeEdgeTensor', 'CenterCropTensor',
-    'PackClsInputs'
+    'RandomCropTensor', 'PackClsInputs'
 ]

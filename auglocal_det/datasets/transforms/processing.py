@@ -10,7 +10,7 @@ from auglocal_det.registry import TRANSFORMS
 
 __all__ = [
     'RandomResizedCropTensor', 'RandomFlipTensor', 'ResizeEdgeTensor',
-    'CenterCropTensor'
+    'CenterCropTensor', 'RandomCropTensor'
 ]
 
 _INTERP = {
@@ -220,3 +220,68 @@ class CenterCropTensor:
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(size={self.size})'
+
+
+@TRANSFORMS.register_module()
+class RandomCropTensor:
+    """Pad the image on every side, then crop a random window of ``size``.
+
+    The small-image recipe of the local-learning papers: CIFAR-10 pads 4
+    pixels by reflection and crops 32, SVHN pads 2 with zeros and crops 32,
+    STL-10 pads 4 with zeros and crops 96 (the official AugLocal code).
+    ``padding_mode='reflect'`` mirrors the border without repeating the
+    edge pixel, as ``torch.nn.functional.pad(mode='reflect')`` does.
+
+    Args:
+        size (int | Sequence[int]): Crop size, ``s`` or ``(h, w)``.
+        padding (int): Pixels added on each side. Defaults to 0.
+        padding_mode (str): ``'constant'``, ``'reflect'``, ``'edge'`` or
+            ``'symmetric'``. Defaults to ``'constant'``.
+        fill (int): Value of constant padding. Defaults to 0.
+    """
+
+    _MODES = ('constant', 'reflect', 'edge', 'symmetric')
+
+    def __init__(self,
+                 size: Union[int, Sequence[int]],
+                 padding: int = 0,
+                 padding_mode: str = 'constant',
+                 fill: int = 0) -> None:
+        name = self.__class__.__name__
+        self.size = _pair(size, name)
+        if int(padding) != padding or padding < 0:
+            raise ValueError(f'{name}: padding must be an int >= 0, got '
+                             f'{padding!r}')
+        if padding_mode not in self._MODES:
+            raise ValueError(f'{name}: padding_mode must be one of '
+                             f'{list(self._MODES)}, got {padding_mode!r}')
+        self.padding = int(padding)
+        self.padding_mode = padding_mode
+        self.fill = fill
+
+    def __call__(self, results: dict) -> dict:
+        img = results['img']
+        if self.padding:
+            img = F.pad(
+                img, [self.padding] * 4,
+                fill=self.fill,
+                padding_mode=self.padding_mode)
+        height, width = img.shape[-2:]
+        out_h, out_w = self.size
+        if out_h > height or out_w > width:
+            raise ValueError(
+                f'{self.__class__.__name__}: crop {self.size} is larger than '
+                f'the padded image ({height}, {width})')
+        top = int(np.random.randint(0, height - out_h + 1))
+        left = int(np.random.randint(0, width - out_w + 1))
+        results['img'] = img[..., top:top + out_h, left:left + out_w]
+        results['img_shape'] = self.size
+        results['crop_bbox'] = (left - self.padding, top - self.padding,
+                                left - self.padding + out_w,
+                                top - self.padding + out_h)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(size={self.size}, '
+                f'padding={self.padding}, '
+                f'padding_mode={self.padding_mode!r})')

@@ -1,6 +1,5 @@
 """Plot validation top-1 against the local layer index (layer-wise figure).
 """
-import io
 import os.path as osp
 from typing import Any, Dict, List, Optional
 
@@ -12,7 +11,8 @@ from mmengine.model import is_model_wrapper
 from auglocal_det.evaluation import parse_layerwise_metrics
 from auglocal_det.registry import HOOKS
 
-from .file_utils import atomic_write, save_json_atomic
+from .file_utils import save_json_atomic
+from .plot_style import new_figure, save_figure
 
 __all__ = ['LayerwiseAccuracyPlotHook', 'plot_layerwise_accuracy']
 
@@ -34,13 +34,7 @@ def plot_layerwise_accuracy(history: List[Dict[str, Any]],
         chance (float, optional): Chance level in percent, drawn dashed.
         title (str): Figure title.
     """
-    # the object-oriented API with the Agg canvas: no global backend switch
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 4.5), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = new_figure()
     count = len(history)
     for i, entry in enumerate(history):
         ys = entry['top1']
@@ -77,10 +71,7 @@ def plot_layerwise_accuracy(history: List[Dict[str, Any]],
     ax.grid(True, alpha=0.3)
     ax.set_title(title)
     ax.legend(loc='best', fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png')
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    save_figure(fig, path)
 
 
 @HOOKS.register_module()

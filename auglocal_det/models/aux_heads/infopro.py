@@ -116,7 +116,9 @@ class InfoProAuxHead(BaseAuxHead):
     cross-entropy of the classification head (``loss_mode='ce'``) or the
     supervised contrastive loss of its L2-normalised 128-d output
     (``loss_mode='contrast'``). Both weights are interpolated along the
-    network.
+    network. ``loss_mode='none'`` builds the decoder only (local loss =
+    the weighted reconstruction loss), to add InfoPro's reconstruction term
+    to another rule's head through :class:`ComposedAuxHead`.
 
     Two network families are built (``arch``):
 
@@ -135,7 +137,8 @@ class InfoProAuxHead(BaseAuxHead):
     a bias; head convolutions do not.
 
     Args:
-        loss_mode (str): ``'ce'`` or ``'contrast'``. Defaults to ``'ce'``.
+        loss_mode (str): ``'ce'``, ``'contrast'`` or ``'none'`` (no
+            classification head). Defaults to ``'ce'``.
         arch (str): ``'auto'``, ``'cifar'`` or ``'imagenet'``. Defaults to
             ``'auto'``.
         feature_dim (int): Hidden width of the CIFAR head and output size
@@ -164,7 +167,7 @@ class InfoProAuxHead(BaseAuxHead):
                  lambda_y: LossWeight = (0.0, 1.0),
                  **kwargs) -> None:
         super().__init__(lambda_x=lambda_x, lambda_y=lambda_y, **kwargs)
-        if loss_mode not in ('ce', 'contrast'):
+        if loss_mode not in ('ce', 'contrast', 'none'):
             raise ValueError(f'unknown loss_mode {loss_mode!r}')
         if arch == 'auto':
             arch = 'imagenet' if self.layer_specs[0].stride > 1 else 'cifar'
@@ -176,11 +179,14 @@ class InfoProAuxHead(BaseAuxHead):
         self.base_temperature = base_temperature
         out_dim = self.num_classes if loss_mode == 'ce' else feature_dim
         image_channels = self.layer_specs[0].in_channels
+        self.head: Optional[nn.Sequential] = None
         if arch == 'cifar':
-            self.head = self._cifar_head(feature_dim, out_dim)
+            if loss_mode != 'none':
+                self.head = self._cifar_head(feature_dim, out_dim)
             self.decoder = self._cifar_decoder(image_channels)
         else:
-            self.head = self._imagenet_head(out_dim)
+            if loss_mode != 'none':
+                self.head = self._imagenet_head(out_dim)
             self.decoder = self._imagenet_decoder(image_channels)
 
     def _cifar_head(self, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -255,6 +261,8 @@ class InfoProAuxHead(BaseAuxHead):
             loss_rec = F.binary_cross_entropy(recon.float(),
                                               target.float())
         losses = dict(loss_rec=self.lambda_x * loss_rec)
+        if self.head is None:
+            return losses, None
         out = self.head(feat)
         if self.loss_mode == 'ce':
             losses['loss_ce'] = self.lambda_y * F.cross_entropy(

@@ -1,0 +1,19 @@
+# DGL (Belilovsky et al., ICML 2020) on the AugLocal paper's (Ma et al., ICLR
+# 2024) Table 1 setting: ResNet-32 on STL-10: SGD Nesterov 0.9, wd 1e-4, batch
+# 128, lr 0.1, cosine, 400 epochs (AugLocal paper, training setups). K = 16
+# local modules, one per local layer (the stem and every block), 15 auxiliary
+# networks; the auxiliary network the AugLocal paper compared against
+# (appendix A.3): AP(H/4) - 3 x (1x1 conv, BN, ReLU) - AP(2) - 2 x (FC 4C->4C
+# without bias, BN1d, ReLU) - FC; pool sizes from the real feature size
+_base_ = [
+    '../_base_/models/local_cifar_resnet32.py',
+    '../_base_/datasets/stl10_bs128.py',
+    '../_base_/schedules/stl10_bs128_sgd_cos_400e.py',
+    '../_base_/small_image_runtime.py',
+]
+
+model = dict(
+    image_size=96,  # STL-10: 96 x 96 crops
+    aux_head=dict(
+        type='DGLAuxHead', num_convs=3, num_hidden_fc=2,
+        hidden_fc_bias=False))

@@ -1,0 +1,20 @@
+# PredSim (Nokland & Eidnes, ICML 2019) on the AugLocal paper's (Ma et al.,
+# ICLR 2024) Table 1 setting: ResNet-32 on STL-10: SGD Nesterov 0.9, wd 1e-4,
+# batch 128, lr 0.1, cosine, 400 epochs (AugLocal paper, training setups). K =
+# 16 local modules, one per local layer (the stem and every block), 15
+# auxiliary networks; the per-block variant the AugLocal paper compared
+# against (appendix A.3): prediction head AvgPool to 512 features + FC,
+# similarity head 3x3 conv; local loss 0.99 * L_sim + 0.01 * L_pred (beta =
+# 0.99)
+_base_ = [
+    '../_base_/models/local_cifar_resnet32.py',
+    '../_base_/datasets/stl10_bs128.py',
+    '../_base_/schedules/stl10_bs128_sgd_cos_400e.py',
+    '../_base_/small_image_runtime.py',
+]
+
+model = dict(
+    image_size=96,  # STL-10: 96 x 96 crops
+    aux_head=dict(
+        type='PredSimAuxHead', hidden_dim=512, lambda_x=0.99,
+        lambda_y=0.01))
