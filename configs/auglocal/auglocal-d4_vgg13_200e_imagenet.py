@@ -3,7 +3,8 @@
 # classifier with hidden width 512 (see _base_/models/local_vgg13.py), the
 # ImageNet recipe of auglocal_r34_imagenet.py (SGD Nesterov 0.9, wd 1e-4,
 # batch 1024, lr 0.4, cosine, 200 epochs).
-#   bash tools/dist_train.sh configs/auglocal/auglocal-d4_vgg13_200e_imagenet.py 8
+#   bash tools/dist_train.sh \
+#       configs/auglocal/auglocal-d4_vgg13_200e_imagenet.py 8
 _base_ = [
     '../_base_/models/local_vgg13.py',
     '../_base_/datasets/imagenet_bs128.py',

@@ -3,8 +3,16 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, \
-    Tuple, Union
+from typing import (
+    Callable,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 import torch.nn as nn
@@ -154,7 +162,7 @@ class TorchvisionLocalBackbone(BaseModule):
     # ------------------------------------------------------------------
     def to_torchvision_state_dict(
             self, state_dict: Dict[str, torch.Tensor]
-    ) -> 'OrderedDict[str, torch.Tensor]':
+    ) -> OrderedDict[str, torch.Tensor]:
         """Turn a classifier's weights into the torchvision model's.
 
         Args:
@@ -166,7 +174,7 @@ class TorchvisionLocalBackbone(BaseModule):
             OrderedDict: Keys of the torchvision model this backbone comes
             from, its classifier included.
         """
-        out: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+        out: OrderedDict[str, torch.Tensor] = OrderedDict()
         for key, value in state_dict.items():
             if key.startswith('backbone.'):
                 out[key[len('backbone.'):]] = value
@@ -204,7 +212,7 @@ class TorchvisionLocalBackbone(BaseModule):
                 outs.append(x)
         return tuple(outs)
 
-    def train(self, mode: bool = True) -> 'TorchvisionLocalBackbone':
+    def train(self, mode: bool = True) -> TorchvisionLocalBackbone:
         """Set the training mode, with ``norm_eval`` keeping every
         BatchNorm in eval mode."""
         super().train(mode)
