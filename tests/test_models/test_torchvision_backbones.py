@@ -6,6 +6,7 @@ network, fresh layers of the same kind, every rule's head on them, and
 ``train_step`` equal to the summed-loss reference.
 """
 import copy
+import pickle
 
 import pytest
 import torch
@@ -208,6 +209,8 @@ def test_fresh_layer_is_a_new_layer_of_the_same_kind(net):
         x = torch.randn(1, spec.in_channels, 8, 8)
         with torch.no_grad():
             assert fresh.eval()(x).shape == layer(x).shape
+    # the descriptions travel with a pickled model
+    assert pickle.loads(pickle.dumps(specs)) == specs
     if specs[0].block == 'stem':
         with pytest.raises(InputError, match='no definition'):
             specs[0].fresh_layer(3)

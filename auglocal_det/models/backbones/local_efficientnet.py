@@ -1,6 +1,7 @@
 """EfficientNet-B0 (torchvision's definition) split into local layers."""
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
@@ -34,31 +35,32 @@ def _mbconv(in_channels: int, width: int, stride: int, norm_cfg: dict,
     return MBConv(cnf, stochastic_depth_prob, norm_layer_of(norm_cfg))
 
 
-def _mbconv_factory(expand_ratio: float, kernel: int,
-                    stochastic_depth_prob: float,
-                    last_conv: Optional[Tuple[int, int]] = None):
-    """Factory of fresh MBConv layers of one kind; with ``last_conv`` =
-    (MBConv width, conv width) the layer also ends with the network's last
-    1x1 conv - norm - SiLU, whose width is the layer's width."""
-
-    def factory(in_channels: int, width: int, stride: int,
-                norm_cfg: dict) -> Tuple[nn.Module, int]:
-        if last_conv is None:
-            return _mbconv(in_channels, width, stride, norm_cfg,
-                           expand_ratio, kernel,
-                           stochastic_depth_prob), width
-        mid = max(1, round(width * last_conv[0] / last_conv[1]))
-        return nn.Sequential(
-            _mbconv(in_channels, mid, stride, norm_cfg, expand_ratio,
-                    kernel, stochastic_depth_prob),
-            Conv2dNormActivation(
-                mid,
-                width,
-                kernel_size=1,
-                norm_layer=norm_layer_of(norm_cfg),
-                activation_layer=nn.SiLU)), width
-
-    return factory
+def _mbconv_layer(in_channels: int,
+                  width: int,
+                  stride: int,
+                  norm_cfg: dict,
+                  expand_ratio: float,
+                  kernel: int,
+                  stochastic_depth_prob: float,
+                  last_conv: Optional[Tuple[int, int]] = None
+                  ) -> Tuple[nn.Module, int]:
+    """A fresh MBConv layer (a :data:`LayerFactory` once the keyword
+    arguments are bound); with ``last_conv`` = (MBConv width, conv width)
+    the layer also ends with the network's last 1x1 conv - norm - SiLU,
+    whose width is the layer's width."""
+    if last_conv is None:
+        return _mbconv(in_channels, width, stride, norm_cfg, expand_ratio,
+                       kernel, stochastic_depth_prob), width
+    mid = max(1, round(width * last_conv[0] / last_conv[1]))
+    return nn.Sequential(
+        _mbconv(in_channels, mid, stride, norm_cfg, expand_ratio, kernel,
+                stochastic_depth_prob),
+        Conv2dNormActivation(
+            mid,
+            width,
+            kernel_size=1,
+            norm_layer=norm_layer_of(norm_cfg),
+            activation_layer=nn.SiLU)), width
 
 
 @MODELS.register_module()
@@ -141,16 +143,23 @@ class LocalEfficientNet(TorchvisionLocalBackbone):
                             f'{name}+features.{last_index}', 'MBConv',
                             (name, f'features.{last_index}'), channels,
                             out_channels, stride,
-                            _mbconv_factory(
-                                cnf.expand_ratio, cnf.kernel, prob,
-                                (block.out_channels, out_channels))))
+                            functools.partial(
+                                _mbconv_layer,
+                                expand_ratio=cnf.expand_ratio,
+                                kernel=cnf.kernel,
+                                stochastic_depth_prob=prob,
+                                last_conv=(block.out_channels,
+                                           out_channels))))
                 else:
                     out_channels = block.out_channels
                     layers.append(
                         LocalLayerDef(
                             name, 'MBConv', (name, ), channels, out_channels,
                             stride,
-                            _mbconv_factory(cnf.expand_ratio, cnf.kernel,
-                                            prob)))
+                            functools.partial(
+                                _mbconv_layer,
+                                expand_ratio=cnf.expand_ratio,
+                                kernel=cnf.kernel,
+                                stochastic_depth_prob=prob)))
                 channels = out_channels
         self._set_local_layers(layers)

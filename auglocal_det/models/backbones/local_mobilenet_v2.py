@@ -1,6 +1,7 @@
 """MobileNetV2 (torchvision's definition) split into local layers."""
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
@@ -19,19 +20,17 @@ from .torchvision_local_backbone import (
 __all__ = ['LocalMobileNetV2']
 
 
-def _inverted_residual_factory(expand_ratio: int):
-    """Factory of fresh inverted residuals with this expansion ratio."""
-
-    def factory(in_channels: int, width: int, stride: int,
-                norm_cfg: dict) -> Tuple[nn.Module, int]:
-        return InvertedResidual(
-            in_channels,
-            width,
-            stride,
-            expand_ratio,
-            norm_layer=norm_layer_of(norm_cfg)), width
-
-    return factory
+def _inverted_residual(in_channels: int, width: int, stride: int,
+                       norm_cfg: dict,
+                       expand_ratio: int) -> Tuple[nn.Module, int]:
+    """A fresh inverted residual block (a :data:`LayerFactory` once
+    ``expand_ratio`` is bound)."""
+    return InvertedResidual(
+        in_channels,
+        width,
+        stride,
+        expand_ratio,
+        norm_layer=norm_layer_of(norm_cfg)), width
 
 
 def _last_conv_factory(in_channels: int, width: int, stride: int,
@@ -100,7 +99,9 @@ class LocalMobileNetV2(TorchvisionLocalBackbone):
                     LocalLayerDef(
                         name, 'InvertedResidual', (name, ), channels,
                         module.out_channels, module.stride,
-                        _inverted_residual_factory(hidden // channels)))
+                        functools.partial(
+                            _inverted_residual,
+                            expand_ratio=hidden // channels)))
                 channels = module.out_channels
                 continue
             out_channels = module[0].out_channels

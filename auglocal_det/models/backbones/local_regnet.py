@@ -1,6 +1,7 @@
 """RegNetX (torchvision's definition) split into local layers."""
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -20,28 +21,26 @@ from .torchvision_local_backbone import (
 __all__ = ['LocalRegNet']
 
 
-def _res_bottleneck_factory(group_width: int, bottleneck_multiplier: float):
-    """Factory of fresh RegNetX blocks (1x1, grouped 3x3, 1x1, projection
-    shortcut when the stride or the width changes) of one kind."""
-
-    def factory(in_channels: int, width: int, stride: int,
-                norm_cfg: dict) -> Tuple[nn.Module, int]:
-        inner = int(round(width * bottleneck_multiplier))
-        if inner % group_width:
-            raise InputError(
-                f'a fresh RegNet block of width {width} needs a multiple '
-                f'of its group width {group_width}; choose another '
-                'model.aux_head.widen_factor')
-        return ResBottleneckBlock(
-            in_channels,
-            width,
-            stride,
-            norm_layer_of(norm_cfg),
-            nn.ReLU,
-            group_width=group_width,
-            bottleneck_multiplier=bottleneck_multiplier), width
-
-    return factory
+def _res_bottleneck(in_channels: int, width: int, stride: int,
+                    norm_cfg: dict, group_width: int,
+                    bottleneck_multiplier: float) -> Tuple[nn.Module, int]:
+    """A fresh RegNetX block (1x1, grouped 3x3, 1x1, projection shortcut
+    when the stride or the width changes); a :data:`LayerFactory` once the
+    keyword arguments are bound."""
+    inner = int(round(width * bottleneck_multiplier))
+    if inner % group_width:
+        raise InputError(
+            f'a fresh RegNet block of width {width} needs a multiple of its '
+            f'group width {group_width}; choose another '
+            'model.aux_head.widen_factor')
+    return ResBottleneckBlock(
+        in_channels,
+        width,
+        stride,
+        norm_layer_of(norm_cfg),
+        nn.ReLU,
+        group_width=group_width,
+        bottleneck_multiplier=bottleneck_multiplier), width
 
 
 @MODELS.register_module()
@@ -108,8 +107,10 @@ class LocalRegNet(TorchvisionLocalBackbone):
                     LocalLayerDef(
                         name, 'ResBottleneckBlock', (name, ), channels,
                         width, conv_b.stride[0],
-                        _res_bottleneck_factory(
-                            conv_b.out_channels // conv_b.groups,
-                            conv_b.out_channels / width)))
+                        functools.partial(
+                            _res_bottleneck,
+                            group_width=conv_b.out_channels // conv_b.groups,
+                            bottleneck_multiplier=conv_b.out_channels /
+                            width)))
                 channels = width
         self._set_local_layers(layers)
