@@ -29,9 +29,9 @@ from auglocal_det.registry import DATASETS, MODELS
 from auglocal_det.utils.checkpoint import load_local_checkpoint
 
 __all__ = [
-    'gram_matrix', 'cka_from_grams', 'linear_cka', 'local_layer_grams',
-    'load_work_dir_model', 'validation_batch', 'plot_layerwise_cka',
-    'representation_similarity'
+    'build_config_model', 'gram_matrix', 'cka_from_grams', 'linear_cka',
+    'local_layer_grams', 'load_work_dir_model', 'validation_batch',
+    'plot_layerwise_cka', 'representation_similarity'
 ]
 
 
@@ -153,6 +153,27 @@ def _find_checkpoint(work_dir: str) -> str:
     return max(found, key=epoch)
 
 
+def build_config_model(cfg: Config, device: str = 'cpu') -> nn.Module:
+    """Build a config's model as the Runner does.
+
+    The data set's top-level ``data_preprocessor`` (its normalisation) is
+    merged into the model config unless the model has its own.
+
+    Args:
+        cfg (Config): A training config.
+        device (str): Device to build on (``'meta'`` builds no weights).
+            Defaults to 'cpu'.
+
+    Returns:
+        nn.Module: The model.
+    """
+    model_cfg = dict(cfg.model)
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    with torch.device(device):
+        return MODELS.build(model_cfg)
+
+
 def load_work_dir_model(work_dir: str,
                         checkpoint: Optional[str] = None,
                         device: str = 'cpu') -> Tuple[nn.Module, Config, str]:
@@ -172,11 +193,7 @@ def load_work_dir_model(work_dir: str,
         raise InputFileNotFoundError(f'work dir {work_dir!r} does not exist')
     cfg = Config.fromfile(_find_config(work_dir))
     checkpoint = checkpoint or _find_checkpoint(work_dir)
-    model_cfg = dict(cfg.model)
-    # as the Runner does: the data set's normalisation goes to the model
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    model = MODELS.build(model_cfg)
+    model = build_config_model(cfg)
     state = load_local_checkpoint(checkpoint, map_location='cpu')
     state = state.get('state_dict', state) if isinstance(state,
                                                          dict) else state

@@ -81,8 +81,9 @@ class _SmallImageDataset(BaseDataset):
     Args:
         data_root (str): Folder of the data set (see the class docstring).
         split (str): ``'train'`` or ``'test'``.
-        verify_md5 (bool): Check the MD5 sums of the official files (as
-            torchvision does with ``download=True``). Defaults to False.
+        verify_md5 (bool): Check the MD5 sums of the official files, as
+            torchvision does (for STL-10 this needs every file of the
+            archive, ``unlabeled_X.bin`` included). Defaults to False.
         **kwargs: Passed to :class:`mmengine.dataset.BaseDataset`
             (``pipeline``, ``test_mode``, ``indices``, ...).
     """

@@ -260,3 +260,22 @@ def test_train_tool_on_generated_files(tmp_path, config, dataset_type):
     assert 'aux_top1/l00' in log
     assert (work_dir / 'epoch_1.pth').is_file()
     assert (work_dir / 'layerwise_accuracy.png').is_file()
+
+
+def test_train_tool_missing_data_is_one_line(tmp_path):
+    missing = tmp_path / 'no_cifar'
+    cmd = [
+        sys.executable, 'tools/train.py', 'configs/bp/bp_r32_400e_cifar10.py',
+        '--work-dir',
+        str(tmp_path / 'work'), '--cfg-options',
+        f'train_dataloader.dataset.data_root={missing}',
+        'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False'
+    ]
+    done = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith('error')]
+    assert len(errors) == 1 and 'Traceback' not in done.stderr
+    assert errors[0].startswith('error: CIFAR10: data root')
+    assert str(missing / 'cifar-10-batches-py' / 'data_batch_1') in errors[0]
