@@ -3,6 +3,7 @@ from .auglocal import (
                        auglocal_aux_depth,
                        auglocal_depth_list,
                        auglocal_sample_layers,
+                       auglocal_stride_rule,
                        auglocal_strides,
 )
 from .base import AuxBatch, BaseAuxHead, interpolate_loss_weight
@@ -23,7 +24,8 @@ __all__ = [
     'AuxBatch', 'BaseAuxHead', 'interpolate_loss_weight', 'AugLocalAuxHead',
     'ComposedAuxHead', 'DGLAuxHead', 'InfoProAuxHead', 'PredSimAuxHead',
     'auglocal_aux_depth',
-    'auglocal_depth_list', 'auglocal_sample_layers', 'auglocal_strides',
+    'auglocal_depth_list', 'auglocal_sample_layers', 'auglocal_stride_rule',
+    'auglocal_strides',
     'predsim_pool_size', 'similarity_matrix', 'supervised_contrastive_loss',
     'build_aux_heads', 'MLAANAuxHead', 'MLAANIndependentHead',
     'LeapAugmentedModule', 'MLAAN_LEAP_LAYERS', 'mlaan_leap_layers'

@@ -13,13 +13,16 @@ from mmengine.model import Sequential
 from auglocal_det.errors import InputError
 from auglocal_det.registry import MODELS
 
-from ..layers import get_block, make_res_block
+from ..layers import LocalLayerSpec
 from .base import AuxBatch, BaseAuxHead
 
 __all__ = [
     'AugLocalAuxHead', 'auglocal_aux_depth', 'auglocal_depth_list',
-    'auglocal_sample_layers', 'auglocal_strides'
+    'auglocal_sample_layers', 'auglocal_stride_rule', 'auglocal_strides'
 ]
+
+#: The rules that set the strides of AugLocal's auxiliary layers.
+STRIDE_RULES = ('auto', 'width', 'width-change', 'resolution')
 
 
 def auglocal_aux_depth(depth: int,
@@ -103,28 +106,44 @@ def auglocal_sample_layers(layer_index: int, depth: int,
     ]
 
 
-def auglocal_strides(widths: Sequence[int], layer_index: int,
-                     sampled: Sequence[int]) -> List[int]:
-    """Strides of the auxiliary blocks, from the width progression.
+def auglocal_strides(widths: Sequence[int],
+                     layer_index: int,
+                     sampled: Sequence[int],
+                     per_change: bool = False) -> List[int]:
+    """Strides of the auxiliary layers, from a progression of the layers.
 
-    The resolution is halved every time the width doubles, as in the
-    backbone, but a block halves at most once: with ``p`` the pending
-    number of halvings, each sampled layer adds ``log2(width ratio)``;
-    when ``p >= 1`` the block gets stride 2 and ``p`` drops by one. What is
-    left carries over to the following blocks.
+    With ``widths`` the layers' widths this is the official rule of the
+    ResNets: the resolution is halved every time the width doubles, but a
+    layer halves at most once: with ``p`` the pending number of halvings,
+    each sampled layer adds ``log2(width ratio)``; when ``p >= 1`` the
+    layer gets stride 2 and ``p`` drops by one. What is left carries over
+    to the following layers. With the layers' ``downsample`` factors
+    instead of their widths, the auxiliary network halves where the
+    backbone does (same carry-over).
+
+    ``per_change=True`` is the official VGG rule instead: stride 2 for every
+    sampled layer whose width differs from the previous one, nothing
+    carried over.
 
     Args:
-        widths (Sequence[int]): ``planes`` of every local layer.
+        widths (Sequence[int]): ``planes`` (or ``downsample``) of every
+            local layer.
         layer_index (int): Index of the layer the head follows.
         sampled (Sequence[int]): Sampled layer indices.
+        per_change (bool): One halving per change of width. Defaults to
+            False.
 
     Returns:
-        list[int]: Stride (1 or 2) of each auxiliary block.
+        list[int]: Stride (1 or 2) of each auxiliary layer.
     """
     pending = 0.0
     current = widths[layer_index]
     strides = []
     for index in sampled:
+        if per_change:
+            strides.append(2 if widths[index] != current else 1)
+            current = widths[index]
+            continue
         pending += math.log2(widths[index] / current)
         if pending >= 1:
             strides.append(2)
@@ -135,18 +154,47 @@ def auglocal_strides(widths: Sequence[int], layer_index: int,
     return strides
 
 
+def auglocal_stride_rule(layer_specs: Sequence[LocalLayerSpec]) -> str:
+    """The stride rule ``'auto'`` stands for, for a backbone.
+
+    ``'width'`` (the official rule of the ResNets) for the ResNets and
+    wherever else it is defined: every local layer's ``planes`` is its
+    predecessor's times a power of two (VGG). ``'resolution'`` otherwise
+    (MobileNetV2, EfficientNet, RegNet, whose widths grow by other factors
+    or shrink).
+
+    Args:
+        layer_specs (Sequence[LocalLayerSpec]): The backbone's layers.
+
+    Returns:
+        str: ``'width'`` or ``'resolution'``.
+    """
+    if all(spec.block in ('stem', 'BasicBlock', 'Bottleneck')
+           for spec in layer_specs):
+        return 'width'
+    for prev, spec in zip(layer_specs, layer_specs[1:]):
+        ratio = spec.planes / prev.planes
+        if ratio < 1 or not math.log2(ratio).is_integer():
+            return 'resolution'
+    return 'width'
+
+
 @MODELS.register_module()
 class AugLocalAuxHead(BaseAuxHead):
-    """AugLocal's auxiliary network: fresh blocks shaped like later layers.
+    """AugLocal's auxiliary network: fresh layers shaped like later layers.
 
     The head after local layer i samples ``d_i`` of the later layers
     uniformly (:func:`auglocal_sample_layers`), builds a new, randomly
-    initialised residual block of each sampled layer's type and width, and
-    ends with global average pooling and a linear classifier trained with
-    cross-entropy. Block strides follow the width progression
-    (:func:`auglocal_strides`); a block has a 1x1-conv + BN shortcut when
-    its stride is not 1 or its width changes. For an ImageNet ResNet-34
-    every head therefore ends at 512 x 7 x 7 for a 224 x 224 crop.
+    initialised layer of each sampled layer's kind and width
+    (:meth:`LocalLayerSpec.fresh_layer`: a residual block for a ResNet, an
+    inverted residual for MobileNetV2, an MBConv with squeeze-excitation
+    for EfficientNet, ...), and ends with global average pooling,
+    optional hidden FC layers and a linear classifier trained with
+    cross-entropy. Layer strides follow ``stride_rule``
+    (:func:`auglocal_strides`); a residual block has a 1x1-conv + BN
+    shortcut when its stride is not 1 or its width changes. For an
+    ImageNet ResNet-34 every head therefore ends at 512 x 7 x 7 for a
+    224 x 224 crop.
 
     Args:
         depth (int): Base depth d (number of sampled layers). Defaults to
@@ -159,8 +207,19 @@ class AugLocalAuxHead(BaseAuxHead):
         bn1d_if_shallow (bool): Put a BatchNorm1d before the classifier
             when the head's depth is at most 1 (the papers' CIFAR
             networks). Defaults to False.
-        with_cp (bool): Gradient checkpointing inside the blocks. Defaults
-            to False.
+        with_cp (bool): Gradient checkpointing inside the blocks (residual
+            blocks only). Defaults to False.
+        stride_rule (str): ``'width'``: halve the resolution where the
+            sampled layers' width doubles (the official ResNet code);
+            ``'width-change'``: halve once wherever the width changes (the
+            official VGG code); ``'resolution'``: halve where the backbone
+            does; ``'auto'``: ``'width'`` for backbones whose widths only
+            double, else ``'resolution'`` (:func:`auglocal_stride_rule`).
+            Defaults to ``'auto'``.
+        hidden_channels (Sequence[int]): Widths of hidden FC layers (each
+            FC with bias, BatchNorm1d, ReLU) between the pooling and the
+            classifier. Defaults to ``()``; the VGG-13 ImageNet network of
+            the AugLocal paper uses ``(512, 512)``.
         **kwargs: Arguments of :class:`BaseAuxHead` (``layer_index``,
             ``layer_specs``, ``module_index``, ``num_aux``, ``num_classes``,
             ``image_size``, ``lambda_y``, ``norm_cfg``, ``init_cfg``).
@@ -173,8 +232,15 @@ class AugLocalAuxHead(BaseAuxHead):
                  widen_factor: float = 1.0,
                  bn1d_if_shallow: bool = False,
                  with_cp: bool = False,
+                 stride_rule: str = 'auto',
+                 hidden_channels: Sequence[int] = (),
                  **kwargs) -> None:
         super().__init__(**kwargs)
+        if stride_rule not in STRIDE_RULES:
+            raise InputError(
+                f'AugLocalAuxHead: stride_rule={stride_rule!r} '
+                f'(model.aux_head.stride_rule); expected one of '
+                f'{list(STRIDE_RULES)}')
         if not widen_factor > 0:
             raise InputError(
                 f'AugLocalAuxHead: widen_factor={widen_factor} '
@@ -200,14 +266,22 @@ class AugLocalAuxHead(BaseAuxHead):
         specs = self.layer_specs
         self.sampled_layers = auglocal_sample_layers(self.layer_index,
                                                      self.depth, len(specs))
-        self.block_strides = auglocal_strides([s.planes for s in specs],
-                                              self.layer_index,
-                                              self.sampled_layers)
+        if stride_rule == 'auto':
+            stride_rule = auglocal_stride_rule(specs)
+        self.stride_rule = stride_rule
+        progression = [
+            s.downsample if stride_rule == 'resolution' else s.planes
+            for s in specs
+        ]
+        self.block_strides = auglocal_strides(
+            progression,
+            self.layer_index,
+            self.sampled_layers,
+            per_change=stride_rule == 'width-change')
 
         blocks = []
         channels = self.in_channels
         for index, stride in zip(self.sampled_layers, self.block_strides):
-            block = get_block(specs[index].block)
             planes = int(specs[index].planes * widen_factor)
             if planes < 1:
                 raise InputError(
@@ -216,15 +290,13 @@ class AugLocalAuxHead(BaseAuxHead):
                     f'auxiliary copy of {specs[index].name} '
                     f'({specs[index].planes} x {widen_factor} < 1); choose '
                     f'at least {1 / specs[index].planes:g}')
-            blocks.append(
-                make_res_block(
-                    block,
-                    channels,
-                    planes,
-                    stride=stride,
-                    with_cp=with_cp,
-                    norm_cfg=self.norm_cfg))
-            channels = planes * block.expansion
+            block, channels = specs[index].fresh_layer(
+                channels,
+                stride=stride,
+                widen_factor=widen_factor,
+                norm_cfg=self.norm_cfg,
+                with_cp=with_cp)
+            blocks.append(block)
         self.blocks = Sequential(*blocks)
         self.out_channels = channels
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -232,6 +304,15 @@ class AugLocalAuxHead(BaseAuxHead):
             self.norm = nn.BatchNorm1d(channels)
         else:
             self.norm = None
+        hidden = []
+        for width in hidden_channels:
+            hidden += [
+                nn.Linear(channels, width),
+                nn.BatchNorm1d(width),
+                nn.ReLU(inplace=True)
+            ]
+            channels = width
+        self.hidden_fc = nn.Sequential(*hidden) if hidden else None
         self.fc = nn.Linear(channels, self.num_classes)
 
     def forward_features(self, feat: torch.Tensor) -> torch.Tensor:
@@ -249,6 +330,8 @@ class AugLocalAuxHead(BaseAuxHead):
         x = torch.flatten(self.pool(self.forward_features(feat)), 1)
         if self.norm is not None:
             x = self.norm(x)
+        if self.hidden_fc is not None:
+            x = self.hidden_fc(x)
         return self.fc(x)
 
     def loss(self, feat: torch.Tensor, batch: AuxBatch
@@ -259,4 +342,5 @@ class AugLocalAuxHead(BaseAuxHead):
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f', depth={self.depth}, '
-                f'sampled_layers={self.sampled_layers}')
+                f'sampled_layers={self.sampled_layers}, '
+                f'strides={self.block_strides}')

@@ -460,6 +460,17 @@ class MLAANAuxHead(BaseAuxHead):
                  with_cp: bool = False,
                  **kwargs) -> None:
         super().__init__(**kwargs)
+        others = sorted({
+            spec.block
+            for spec in self.layer_specs
+            if spec.block not in ('stem', 'BasicBlock', 'Bottleneck')
+        })
+        if others:
+            raise InputError(
+                'MLAANAuxHead (model.aux_head): MLAAN copies residual blocks '
+                'of ResNets into its leap modules and is not defined for a '
+                f'backbone with {", ".join(others)} layers; use a '
+                'LocalResNet or LocalCifarResNet backbone')
         if span < 1:
             raise InputError(f'span must be >= 1, got {span}')
         weights = tuple(float(w) for w in loss_weights)

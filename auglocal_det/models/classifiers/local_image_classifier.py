@@ -139,7 +139,9 @@ class LocalImageClassifier(BaseModel):
             when ``rule='bp'``. Defaults to None.
         head (dict, optional): Arguments of the network's classifier
             (:class:`GlobalPoolFcHead`): ``in_channels`` (defaults to the
-            backbone's last layer's channels). Defaults to None.
+            backbone's last layer's channels); with a ``type``, the config
+            of another registered head (e.g. ``VGGClassifierHead``), which
+            also receives ``num_classes``. Defaults to None.
         num_classes (int): Number of classes. Defaults to 1000.
         image_size (int | Sequence[int]): Training crop size, passed to the
             auxiliary heads whose shapes depend on it. Defaults to 224.
@@ -227,7 +229,10 @@ class LocalImageClassifier(BaseModel):
 
         head = dict(head or {})
         head.setdefault('in_channels', specs[-1].out_channels)
-        self.head = GlobalPoolFcHead(num_classes=num_classes, **head)
+        if 'type' in head:  # another registered head, e.g. VGG's
+            self.head = MODELS.build(dict(num_classes=num_classes, **head))
+        else:
+            self.head = GlobalPoolFcHead(num_classes=num_classes, **head)
         width = max(2, len(str(self.num_modules - 1)))
         self._tags = [f'l{j:0{width}d}' for j in range(self.num_modules)]
 

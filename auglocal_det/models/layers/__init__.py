@@ -1,4 +1,4 @@
-from .local_layer_spec import LocalLayerSpec, to_2tuple_size
+from .local_layer_spec import LayerFactory, LocalLayerSpec, to_2tuple_size
 from .res_blocks import (
                          BasicBlock,
                          Bottleneck,
@@ -10,7 +10,8 @@ from .res_blocks import (
 )
 
 __all__ = [
-    'BasicBlock', 'Bottleneck', 'LocalLayerSpec', 'build_norm_layer',
+    'BasicBlock', 'Bottleneck', 'LayerFactory', 'LocalLayerSpec',
+    'build_norm_layer',
     'build_shortcut', 'get_block', 'make_res_block', 'make_res_layer',
     'to_2tuple_size'
 ]

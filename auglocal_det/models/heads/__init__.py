@@ -1,0 +1,3 @@
+from .vgg_classifier_head import VGGClassifierHead
+
+__all__ = ['VGGClassifierHead']
