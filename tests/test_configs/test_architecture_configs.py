@@ -20,8 +20,6 @@ CIFAR_NETS = {'mobilenetv2': 19, 'efficientnetb0': 17, 'regnetx400mf': 23,
               'vgg19': 16}
 DEPTHS = (2, 3, 4, 6)
 
-pytestmark = pytest.mark.usefixtures('single_thread')
-
 
 def _cfg(name: str) -> Config:
     return Config.fromfile(osp.join(ROOT, 'configs', name))

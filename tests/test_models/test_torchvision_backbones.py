@@ -21,8 +21,6 @@ from auglocal_det.models.aux_heads import auglocal_stride_rule
 from auglocal_det.registry import MODELS
 from auglocal_det.structures import ClsDataSample
 
-pytestmark = pytest.mark.usefixtures('single_thread')
-
 NUM_CLASSES = 5
 
 #: name -> (backbone config, torchvision constructor and arguments, L,
