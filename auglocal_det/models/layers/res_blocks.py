@@ -9,12 +9,14 @@ and the fresh blocks of the auxiliary networks (AugLocal).
 from __future__ import annotations
 
 import copy
-from typing import Optional, Type, Union
+from contextlib import contextmanager
+from typing import Iterator, Optional, Type, Union
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule, Sequential
+from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
     'BasicBlock', 'Bottleneck', 'build_norm_layer', 'build_shortcut',
@@ -162,10 +164,45 @@ class _ResBlock(BaseModule):
         # Non-reentrant checkpointing also works when the input is detached,
         # which is the case for every local module's first block.
         if self.with_cp and torch.is_grad_enabled():
-            out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
+            calls = []
+
+            def _run_once(inp: torch.Tensor) -> torch.Tensor:
+                # the backward's recomputation must not update the running
+                # statistics of the block's BatchNorms a second time
+                if not calls:
+                    calls.append(True)
+                    return _inner_forward(inp)
+                with _running_stats_frozen(self):
+                    return _inner_forward(inp)
+
+            out = cp.checkpoint(_run_once, x, use_reentrant=False)
         else:
             out = _inner_forward(x)
         return self.relu(out)
+
+
+@contextmanager
+def _running_stats_frozen(module: nn.Module) -> Iterator[None]:
+    """Run the BatchNorms of ``module`` (in training mode) without changing
+    their running statistics.
+
+    Momentum 0 leaves the statistics bit-identical (``1 * r + 0 * s``)
+    while autograd saves the same tensors as in the original forward,
+    which checkpointing checks; the batch counter is set back afterwards.
+    """
+    norms = [
+        m for m in module.modules()
+        if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
+    ]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+            norm.num_batches_tracked.sub_(1)
 
 
 class BasicBlock(_ResBlock):
