@@ -252,8 +252,10 @@ class LeanStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Stem output of images ``x`` (N, C, H, W)."""
-        if torch.is_autocast_enabled(x.device.type):
-            with torch.autocast(x.device.type, enabled=False):
+        device = x.device.type
+        if torch.amp.is_autocast_available(device) and \
+                torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
                 return self.forward(x.float())
         bn = self.bn1
         batch_stats = bn.training or bn.running_mean is None
