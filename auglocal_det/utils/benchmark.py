@@ -41,8 +41,8 @@ from .memory import LiveTensorTracker, peak_rss_bytes, reset_peak_rss, \
     rss_bytes
 
 __all__ = [
-    'RULE_CONFIGS', 'OPTIONS', 'RuleSpec', 'parse_rule', 'rule_configs',
-    'make_batch', 'measure_rule', 'add_ratios'
+    'RULE_CONFIGS', 'OPTIONS', 'RuleRun', 'RuleSpec', 'parse_rule',
+    'rule_configs', 'make_batch', 'measure_rule', 'add_ratios'
 ]
 
 #: Config file (under ``configs/``) of each rule shorthand.
@@ -255,26 +255,12 @@ def _build_optim_wrapper(cfg: dict, model: torch.nn.Module) -> Any:
     return build_optim_wrapper(model, copy.deepcopy(cfg))
 
 
-def measure_rule(spec: RuleSpec,
-                 device: torch.device,
-                 batch_size: int,
-                 image_size: int,
-                 num_classes: int = 1000,
-                 iters: int = 3,
-                 warmup: int = 1,
-                 amp: bool = False,
-                 channels_last: bool = False,
-                 cfg_options: Optional[dict] = None,
-                 measure_rss: bool = True,
-                 trace_limit: int = 15,
-                 seed: int = 0) -> Dict[str, Any]:
-    """Build, train and measure one rule.
+class RuleRun:
+    """One rule, built, warmed up and measured, ready for timed iterations.
 
-    The order: ``warmup`` iterations (the first also counts the
-    training-step FLOPs), then on CPU one iteration for the peak resident
-    set (``measure_rss``), one under the live-tensor tracker, then
-    ``iters`` timed iterations. On the ``meta`` device only the tracked
-    iteration runs after the warm-up (no time, no resident set).
+    :func:`measure_rule` times its iterations in a row; the benchmark
+    tool's ``--interleave`` alternates the iterations of several rules, so
+    that a shared machine's changing load affects every rule alike.
 
     Args:
         spec (RuleSpec): The rule.
@@ -282,7 +268,6 @@ def measure_rule(spec: RuleSpec,
         batch_size (int): Images per iteration.
         image_size (int): Square crop size.
         num_classes (int): Number of classes. Defaults to 1000.
-        iters (int): Timed iterations (0: none). Defaults to 3.
         warmup (int): Iterations before measuring, at least 1. Defaults
             to 1.
         amp (bool): bfloat16 autocast (CUDA). Defaults to False.
@@ -291,111 +276,189 @@ def measure_rule(spec: RuleSpec,
         cfg_options (dict, optional): Overrides of the rule's config.
         measure_rss (bool): Measure the peak resident set (CPU). Defaults
             to True.
+        measure_live (bool): Count the live tensors of one iteration.
+            Defaults to True.
+        warmup_batch_size (int, optional): Images per warm-up iteration.
+            The warm-up only has to create the optimizer state, whose size
+            does not depend on the batch, so a small batch saves time on a
+            CPU; the training-step FLOPs are then counted at this batch
+            size. Defaults to None (``batch_size``).
         trace_limit (int): Entries of the peak trace to keep. Defaults to
             15.
         seed (int): Seed of the weights and the batch. Defaults to 0.
+    """
+
+    def __init__(self,
+                 spec: RuleSpec,
+                 device: torch.device,
+                 batch_size: int,
+                 image_size: int,
+                 num_classes: int = 1000,
+                 warmup: int = 1,
+                 amp: bool = False,
+                 channels_last: bool = False,
+                 cfg_options: Optional[dict] = None,
+                 measure_rss: bool = True,
+                 measure_live: bool = True,
+                 warmup_batch_size: Optional[int] = None,
+                 trace_limit: int = 15,
+                 seed: int = 0) -> None:
+        if warmup < 1:
+            raise InputError('--warmup must be at least 1')
+        self.spec = spec
+        self.device = device
+        self.batch_size = batch_size
+        self.times: List[float] = []
+        meta = device.type == 'meta'
+        model_cfg, wrapper_cfg = rule_configs(spec, image_size, num_classes,
+                                              amp, cfg_options)
+        if meta:  # its check reads the losses' values, which do not exist
+            wrapper_cfg['check_finite'] = False
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        with torch.device('meta' if meta else 'cpu'):
+            model = MODELS.build(model_cfg)
+        model = model.to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model.train()
+        wrapper = _build_optim_wrapper(wrapper_cfg, model)
+        build_time = time.perf_counter() - start
+        data = make_batch(batch_size, image_size, num_classes, seed)
+        warmup_data = data if warmup_batch_size in (None, batch_size) else \
+            make_batch(warmup_batch_size, image_size, num_classes, seed)
+
+        params = dict(
+            backbone=sum(p.numel() for p in model.backbone.parameters()),
+            head=sum(p.numel() for p in model.head.parameters()),
+            aux=sum(p.numel() for p in model.aux_heads.parameters()))
+        params['network'] = params['backbone'] + params['head']
+        params['total'] = params['network'] + params['aux']
+        try:
+            forward = count_forward_flops(model, image_size).to_dict()
+        except Exception as exc:  # noqa: BLE001
+            # an operator without a meta kernel, or heads that do not
+            # follow the ``loss(feat, batch)`` interface module by module
+            # (MLAAN's cascades): the training-step count below applies
+            forward = dict(error=f'{type(exc).__name__}: '
+                           f'{str(exc).splitlines()[0] if str(exc) else ""}')
+
+        step_flops = count_train_step_flops(model, warmup_data, wrapper)
+        for _ in range(warmup - 1):
+            model.train_step(warmup_data, wrapper)
+        del warmup_data
+        _sync(device)
+
+        memory: Dict[str, Any] = dict(
+            rss_peak_bytes=None, cuda_peak_bytes=None)
+        if device.type == 'cpu' and measure_rss:
+            gc.collect()
+            memory['rss_before_bytes'] = rss_bytes()
+            reset_peak_rss()
+            model.train_step(data, wrapper)
+            memory['rss_peak_bytes'] = peak_rss_bytes()
+        memory.update(peak_bytes=None, peak_trace=[])
+        if measure_live or meta:
+            gc.collect()
+            tracker = LiveTensorTracker(model, wrapper.optimizer)
+            with tracker:
+                model.train_step(data, wrapper)
+            report = tracker.report
+            memory.update(
+                peak_bytes=report.peak_bytes,
+                peak_by_kind=dict(report.peak_by_kind),
+                peak_activation_bytes=report.peak_activation_bytes,
+                baseline_bytes=report.baseline_bytes,
+                peak_trace=report.peak_trace[:trace_limit])
+            del tracker, report
+        if device.type == 'cuda':
+            gc.collect()
+            torch.cuda.reset_peak_memory_stats(device)
+        self.model, self.wrapper, self.data = model, wrapper, data
+        self.result = dict(
+            rule=spec.name,
+            config=spec.config,
+            base=spec.base,
+            options=list(spec.options),
+            optim_wrapper=type(wrapper).__name__,
+            num_modules=model.num_modules,
+            num_aux=model.num_aux,
+            params=params,
+            flops=dict(
+                unit='FLOPs per image (2 per multiply-add)',
+                forward=forward,
+                train_step=step_flops,
+                train_step_macs=step_flops / 2),
+            memory=memory,
+            time=None,
+            build_seconds=build_time)
+
+    def time_iteration(self) -> float:
+        """Run and time one training iteration (not on the meta device).
+
+        Returns:
+            float: Its seconds.
+        """
+        if self.device.type == 'meta':
+            raise InputError('the meta device computes nothing to time')
+        _sync(self.device)
+        start = time.perf_counter()
+        self.model.train_step(self.data, self.wrapper)
+        _sync(self.device)
+        self.times.append(time.perf_counter() - start)
+        return self.times[-1]
+
+    def finish(self) -> Dict[str, Any]:
+        """The measured figures; frees the model.
+
+        Returns:
+            dict: See :func:`measure_rule`.
+        """
+        result = self.result
+        if self.device.type == 'cuda' and self.times:
+            result['memory']['cuda_peak_bytes'] = int(
+                torch.cuda.max_memory_allocated(self.device))
+        if self.times:
+            result['time'] = _timing(self.times, self.batch_size)
+        self.model = self.wrapper = self.data = None
+        gc.collect()
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
+        return result
+
+
+def measure_rule(spec: RuleSpec,
+                 device: torch.device,
+                 batch_size: int,
+                 image_size: int,
+                 iters: int = 3,
+                 **kwargs) -> Dict[str, Any]:
+    """Build, train and measure one rule.
+
+    The order: the warm-up iterations (the first also counts the
+    training-step FLOPs), then on CPU one iteration for the peak resident
+    set, one under the live-tensor tracker, then ``iters`` timed
+    iterations. On the ``meta`` device only the tracked iteration runs
+    after the warm-up (no time, no resident set).
+
+    Args:
+        spec (RuleSpec): The rule.
+        device (torch.device): ``cpu``, ``cuda`` or ``meta``.
+        batch_size (int): Images per iteration.
+        image_size (int): Square crop size.
+        iters (int): Timed iterations (0: none). Defaults to 3.
+        **kwargs: The other arguments of :class:`RuleRun`.
 
     Returns:
         dict: ``rule``, ``config``, ``options``, ``optim_wrapper``,
         ``num_modules``, ``params``, ``flops``, ``memory`` (``peak_bytes``
-        and its split, ``peak_trace``, ``rss_peak_bytes``, ``cuda_peak_
-        bytes``), ``time`` (None without timed iterations).
+        and its split, ``peak_trace``, ``rss_peak_bytes``,
+        ``cuda_peak_bytes``), ``time`` (None without timed iterations).
     """
-    if warmup < 1:
-        raise InputError('--warmup must be at least 1')
-    meta = device.type == 'meta'
-    model_cfg, wrapper_cfg = rule_configs(spec, image_size, num_classes, amp,
-                                          cfg_options)
-    if meta:  # its check reads the losses' values, which do not exist
-        wrapper_cfg['check_finite'] = False
-    torch.manual_seed(seed)
-    start = time.perf_counter()
-    with torch.device('meta' if meta else 'cpu'):
-        model = MODELS.build(model_cfg)
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    wrapper = _build_optim_wrapper(wrapper_cfg, model)
-    build_time = time.perf_counter() - start
-    data = make_batch(batch_size, image_size, num_classes, seed)
-
-    params = dict(
-        backbone=sum(p.numel() for p in model.backbone.parameters()),
-        head=sum(p.numel() for p in model.head.parameters()),
-        aux=sum(p.numel() for p in model.aux_heads.parameters()))
-    params['network'] = params['backbone'] + params['head']
-    params['total'] = params['network'] + params['aux']
-    try:
-        forward = count_forward_flops(model, image_size).to_dict()
-    except Exception as exc:  # noqa: BLE001
-        # an operator without a meta kernel, or heads that do not follow
-        # the ``loss(feat, batch)`` interface module by module (MLAAN's
-        # cascades): the training-step count below still applies
-        forward = dict(error=f'{type(exc).__name__}: '
-                       f'{str(exc).splitlines()[0] if str(exc) else ""}')
-
-    step_flops = count_train_step_flops(model, data, wrapper)
-    for _ in range(warmup - 1):
-        model.train_step(data, wrapper)
-    _sync(device)
-
-    memory: Dict[str, Any] = dict(rss_peak_bytes=None, cuda_peak_bytes=None)
-    if device.type == 'cpu' and measure_rss:
-        gc.collect()
-        memory['rss_before_bytes'] = rss_bytes()
-        reset_peak_rss()
-        model.train_step(data, wrapper)
-        memory['rss_peak_bytes'] = peak_rss_bytes()
-    gc.collect()
-    tracker = LiveTensorTracker(model, wrapper.optimizer)
-    with tracker:
-        model.train_step(data, wrapper)
-    report = tracker.report
-    memory.update(
-        peak_bytes=report.peak_bytes,
-        peak_by_kind=dict(report.peak_by_kind),
-        peak_activation_bytes=report.peak_activation_bytes,
-        baseline_bytes=report.baseline_bytes,
-        peak_trace=report.peak_trace[:trace_limit])
-    del tracker, report
-
-    if device.type == 'cuda':
-        gc.collect()
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(0 if meta else iters):
-        _sync(device)
-        start = time.perf_counter()
-        model.train_step(data, wrapper)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    if device.type == 'cuda' and times:
-        memory['cuda_peak_bytes'] = int(
-            torch.cuda.max_memory_allocated(device))
-
-    result = dict(
-        rule=spec.name,
-        config=spec.config,
-        base=spec.base,
-        options=list(spec.options),
-        optim_wrapper=type(wrapper).__name__,
-        num_modules=model.num_modules,
-        num_aux=model.num_aux,
-        params=params,
-        flops=dict(
-            unit='FLOPs per image (2 per multiply-add)',
-            forward=forward,
-            train_step=step_flops,
-            train_step_macs=step_flops / 2),
-        memory=memory,
-        time=_timing(times, batch_size) if times else None,
-        build_seconds=build_time)
-    del model, wrapper, data
-    gc.collect()
-    if device.type == 'cuda':
-        torch.cuda.empty_cache()
-    return result
+    run = RuleRun(spec, device, batch_size, image_size, **kwargs)
+    for _ in range(0 if device.type == 'meta' else iters):
+        run.time_iteration()
+    return run.finish()
 
 
 def _get(result: Dict[str, Any], *keys: str) -> Optional[float]:

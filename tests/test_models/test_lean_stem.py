@@ -213,11 +213,13 @@ def test_train_step_equals_plain_stem():
 
 
 def test_every_memory_option_equals_summed_loss_reference():
-    """Lean stem, checkpointed backbone and auxiliary blocks and the
-    per-layer step: one update equals the reference definition (summed
-    local losses, one backward, one SGD step) of the plain network."""
+    """Lean stem, nested checkpointing in the backbone blocks, plain
+    checkpointing in the first auxiliary blocks and the per-layer step: one update equals the reference definition
+    (summed local losses, one backward, one SGD step) of the plain
+    network, BatchNorm statistics included (a checkpointed block's
+    recomputation must not update them again)."""
     ref = _build()
-    model = _build(stem_chunk_size=2, with_cp=True, aux_cp=True)
+    model = _build(stem_chunk_size=2, with_cp='nested', aux_cp=1)
     model.load_state_dict(ref.state_dict())
     wrapper = LayerwiseLocalOptimWrapper(sgd(model))
     ref_opt = sgd(ref)
@@ -229,3 +231,16 @@ def test_every_memory_option_equals_summed_loss_reference():
     ref_opt.step()
     assert all(p.grad is None for p in model.parameters())
     assert_state_equal(model, ref)
+
+
+def test_aux_head_checkpoints_its_first_blocks():
+    model = _build(aux_cp=1)
+    for head in model.aux_heads:
+        assert [b.with_cp for b in head.blocks] == [True] + [False] * (
+            len(head.blocks) - 1)
+    model = _build(aux_cp=True)
+    assert all(b.with_cp for h in model.aux_heads for b in h.blocks)
+    with pytest.raises(ValueError, match='model.aux_head.with_cp'):
+        _build(aux_cp=-1)
+    with pytest.raises(ValueError, match="'nested'"):
+        _build(with_cp='twice')

@@ -177,3 +177,15 @@ def test_meta_device_counts_what_the_cpu_counts():
                    on_cpu['memory']['peak_bytes']) <= 64
         assert on_meta['flops']['train_step'] == on_cpu['flops'][
             'train_step']
+
+
+def test_interleaved_timing():
+    """--interleave times the rules in alternating rounds, in one
+    process."""
+    output = benchmark.main(TINY + [
+        '--rules', 'bp', 'auglocal-d2+plain', '--iters', '2', '--interleave'
+    ])
+    assert output['meta']['interleaved']
+    for result in output['results']:
+        assert len(result['time']['samples']) == 2
+        assert result['memory']['peak_bytes'] > 0

@@ -58,6 +58,7 @@ import auglocal_det  # noqa: E402,F401  (registers the components)
 from auglocal_det.errors import InputError  # noqa: E402
 from auglocal_det.utils.benchmark import (  # noqa: E402
     OPTIONS,
+    RuleRun,
     add_ratios,
     measure_rule,
     parse_rule,
@@ -118,6 +119,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         'counts the training-step FLOPs and creates the optimizer state). '
         'Defaults to 1')
     parser.add_argument(
+        '--warmup-batch-size',
+        type=int,
+        default=None,
+        help='images per warm-up iteration: the warm-up only creates the '
+        'optimizer state, so a small one saves time on a CPU (the '
+        'training-step FLOPs are then counted at this size). Defaults to '
+        '--batch-size')
+    parser.add_argument(
+        '--no-live',
+        action='store_true',
+        help='skip the live-tensor count on CPU and CUDA (one iteration '
+        'less; the meta device gives the same count)')
+    parser.add_argument(
         '--num-classes', type=int, default=1000, help='Defaults to 1000')
     parser.add_argument(
         '--tau',
@@ -146,6 +160,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='measure every rule in this process (faster to start; no '
         'resident-set figures, since one process holds all rules). Always '
         'so on the meta and CUDA devices')
+    parser.add_argument(
+        '--interleave',
+        action='store_true',
+        help='build every rule first, then time one iteration of each in '
+        'turn, --iters rounds (implies --in-process): on a machine shared '
+        'with other jobs the load then changes the times of all rules '
+        'alike, so their ratios mean something')
     parser.add_argument('--seed', type=int, default=0, help='Defaults to 0')
     parser.add_argument('--out-json', help='write the results here')
     parser.add_argument('--out-png', help='write a bar chart here')
@@ -162,28 +183,54 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error('--warmup must be at least 1')
     if args.iters < 0:
         parser.error('--iters must be at least 0')
+    if args.warmup_batch_size is not None and args.warmup_batch_size < 2:
+        parser.error('--warmup-batch-size must be at least 2')
     if args.batch_size < 2:
         parser.error('--batch-size must be at least 2 (BatchNorm in the '
                      'auxiliary heads needs two samples)')
     return args
 
 
-def _measure_here(name: str, args: argparse.Namespace,
-                  device: torch.device, measure_rss: bool) -> Dict[str, Any]:
-    spec = parse_rule(name, args.config_dir, tau=args.tau)
-    return measure_rule(
-        spec,
-        device,
+def _run_kwargs(args: argparse.Namespace, measure_rss: bool) -> dict:
+    return dict(
         batch_size=args.batch_size,
         image_size=args.image_size,
         num_classes=args.num_classes,
-        iters=args.iters,
         warmup=args.warmup,
         amp=args.amp,
         channels_last=args.channels_last,
         cfg_options=args.cfg_options,
         measure_rss=measure_rss,
+        measure_live=not args.no_live,
+        warmup_batch_size=args.warmup_batch_size,
         seed=args.seed)
+
+
+def _measure_here(name: str, args: argparse.Namespace,
+                  device: torch.device, measure_rss: bool) -> Dict[str, Any]:
+    spec = parse_rule(name, args.config_dir, tau=args.tau)
+    return measure_rule(
+        spec, device, iters=args.iters, **_run_kwargs(args, measure_rss))
+
+
+def _measure_interleaved(args: argparse.Namespace,
+                         device: torch.device) -> List[Dict[str, Any]]:
+    """Build every rule, then time round after round of one iteration
+    per rule."""
+    runs = []
+    for name in args.rules:
+        runs.append(
+            RuleRun(
+                parse_rule(name, args.config_dir, tau=args.tau), device,
+                **_run_kwargs(args, False)))
+        print(f'  {name}: built and measured', flush=True)
+    for round_index in range(args.iters):
+        for run in runs:
+            run.time_iteration()
+        print(f'  round {round_index + 1}/{args.iters}: ' + ', '.join(
+            f'{run.spec.name} {run.times[-1]:.3f} s' for run in runs),
+              flush=True)
+    return [run.finish() for run in runs]
 
 
 def _measure_in_subprocess(name: str, argv: List[str]) -> Dict[str, Any]:
@@ -272,6 +319,8 @@ def format_table(results: List[Dict[str, Any]]) -> str:
 
 def format_trace(result: Dict[str, Any]) -> str:
     """What was alive at the live-tensor peak of one rule."""
+    if result['memory']['peak_bytes'] is None:
+        return f'{result["rule"]}: live tensors not counted'
     lines = [f'{result["rule"]}: alive at the peak of '
              f'{result["memory"]["peak_bytes"] / 2**20:.1f} MiB']
     for entry in result['memory']['peak_trace']:
@@ -290,8 +339,13 @@ def plot(results: List[Dict[str, Any]], path: str, title: str) -> None:
 
     names = [r['rule'] for r in results]
     xs = list(range(len(results)))
-    panels = [('peak memory (MiB)', 'memory',
-               [r['memory']['peak_bytes'] / 2**20 for r in results], None)]
+    panels = [('peak live tensors (MiB)', 'memory',
+               [(r['memory']['peak_bytes'] or 0) / 2**20 for r in results],
+               None)]
+    if all(r['memory'].get('rss_peak_bytes') for r in results):
+        panels.append(('peak RSS (MiB)', 'rss', [
+            r['memory']['rss_peak_bytes'] / 2**20 for r in results
+        ], None))
     if all(r['time'] is not None for r in results):
         times = [r['time'] for r in results]
         panels.append(('median time per iteration (s)', 'time',
@@ -370,7 +424,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             json.dump(result, f)
         return result
 
-    in_process = args.in_process or device.type != 'cpu'
+    in_process = args.in_process or args.interleave or device.type != 'cpu'
     meta = dict(
         device=str(device),
         device_name=device_description(device),
@@ -382,6 +436,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         channels_last=args.channels_last,
         num_threads=torch.get_num_threads(),
         process_per_rule=not in_process,
+        interleaved=args.interleave,
         rss_env=None if in_process else RSS_ENV,
         tau=args.tau,
         torch=torch.__version__,
@@ -401,7 +456,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     results = []
     start = time.perf_counter()
     try:
-        for name in args.rules:
+        if args.interleave and device.type != 'meta':
+            results = _measure_interleaved(args, device)
+        for name in ([] if results else args.rules):
             try:
                 if in_process:
                     result = _measure_here(name, args, device, False)
@@ -419,8 +476,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 continue
             results.append(result)
             rss = result['memory'].get('rss_peak_bytes')
+            live = result['memory']['peak_bytes']
             print(f'  {name}: live peak '
-                  f'{result["memory"]["peak_bytes"] / 2**20:.1f} MiB' +
+                  + ('-' if live is None else f'{live / 2**20:.1f} MiB') +
                   ('' if rss is None else f', RSS peak {rss / 2**20:.1f} '
                    'MiB') + f' ({time.perf_counter() - start:.0f} s '
                   'elapsed)', flush=True)

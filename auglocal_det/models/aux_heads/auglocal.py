@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -158,8 +158,10 @@ class AugLocalAuxHead(BaseAuxHead):
         bn1d_if_shallow (bool): Put a BatchNorm1d before the classifier
             when the head's depth is at most 1 (the papers' CIFAR
             networks). Defaults to False.
-        with_cp (bool): Gradient checkpointing inside the blocks. Defaults
-            to False.
+        with_cp (bool | int): Gradient checkpointing inside the blocks:
+            True for every block, an int ``n`` for the first ``n`` blocks
+            only (the largest: they run at the highest resolution).
+            Defaults to False.
         **kwargs: Arguments of :class:`BaseAuxHead` (``layer_index``,
             ``layer_specs``, ``module_index``, ``num_aux``, ``num_classes``,
             ``image_size``, ``lambda_y``, ``norm_cfg``, ``init_cfg``).
@@ -171,7 +173,7 @@ class AugLocalAuxHead(BaseAuxHead):
                  tau: float = 0.5,
                  widen_factor: float = 1.0,
                  bn1d_if_shallow: bool = False,
-                 with_cp: bool = False,
+                 with_cp: Union[bool, int] = False,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         if widen_factor <= 0:
@@ -194,6 +196,14 @@ class AugLocalAuxHead(BaseAuxHead):
                                               self.layer_index,
                                               self.sampled_layers)
 
+        if isinstance(with_cp, bool):
+            num_cp = len(self.sampled_layers) if with_cp else 0
+        elif isinstance(with_cp, int) and with_cp >= 0:
+            num_cp = with_cp
+        else:
+            raise ValueError('AugLocalAuxHead: with_cp (model.aux_head.'
+                             'with_cp) must be a bool or a number of blocks '
+                             f'>= 0, got {with_cp!r}')
         blocks = []
         channels = self.in_channels
         for index, stride in zip(self.sampled_layers, self.block_strides):
@@ -205,7 +215,7 @@ class AugLocalAuxHead(BaseAuxHead):
                     channels,
                     planes,
                     stride=stride,
-                    with_cp=with_cp,
+                    with_cp=len(blocks) < num_cp,
                     norm_cfg=self.norm_cfg))
             channels = planes * block.expansion
         self.blocks = Sequential(*blocks)

@@ -66,8 +66,10 @@ class LocalResNet(BaseModule):
             (running statistics frozen). Defaults to True, as mmdet's
             ``ResNet`` (the fine-tuning setting); ``LocalImageClassifier``
             sets False for its backbone unless the config says otherwise.
-        with_cp (bool): Gradient checkpointing inside the blocks. Defaults
-            to False.
+        with_cp (bool | str): Gradient checkpointing inside the blocks;
+            ``'nested'`` also checkpoints each block's first convolution
+            stage on its own (see :class:`~auglocal_det.models.layers.
+            BasicBlock`). Defaults to False.
         stem_chunk_size (int, optional): Run the stem as
             :class:`~auglocal_det.models.layers.LeanStem` with this many
             images per chunk: the same outputs, gradients and BatchNorm
@@ -109,7 +111,7 @@ class LocalResNet(BaseModule):
                  frozen_stages: int = -1,
                  norm_cfg: Optional[dict] = None,
                  norm_eval: bool = True,
-                 with_cp: bool = False,
+                 with_cp: Union[bool, str] = False,
                  stem_chunk_size: Optional[int] = None,
                  zero_init_residual: bool = True,
                  pretrained: Optional[str] = None,

@@ -13,11 +13,13 @@ input and the (4x smaller) output alive:
   convolution and reduces it to BatchNorm's full-batch mean and variance; a
   second pass recomputes the convolution chunk by chunk and writes the
   normalised, rectified and pooled result into the output;
-- backward: a first pass recomputes each chunk up to the pooled output and
-  reduces the gradient to BatchNorm's two batch sums (those of the gradient
-  and of the gradient times the normalised input); a second pass recomputes
-  each chunk again and computes its share of the convolution's weight (and
-  input) gradient.
+- backward: a first pass recomputes each chunk's normalised convolution
+  output and reduces the gradient to BatchNorm's two batch sums (those of
+  the gradient and of the gradient times the normalised input); a second
+  pass recomputes each chunk again and computes its share of the
+  convolution's weight (and input) gradient. The gradient reaching the
+  BatchNorm output comes from the saved output (the ReLU's mask) and the
+  max-pool's argmax positions, kept from the forward in 16 bits.
 
 The convolution is recomputed three times per iteration: the stem is about
 3% of a ResNet-34's forward FLOPs.
@@ -70,25 +72,19 @@ def _view(vector: torch.Tensor) -> torch.Tensor:
     return vector.view(1, -1, 1, 1)
 
 
-def _normalise(z: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
-               weight: torch.Tensor, bias: torch.Tensor
-               ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """BatchNorm of ``z``: the normalised input and the affine output.
-
-    Forward and backward both use it, so the recomputed ReLU mask and
-    max-pool positions are bit-identical to the forward's.
-    """
-    xhat = (z - _view(mean)) * _view(invstd)
-    return xhat, xhat * _view(weight) + _view(bias)
-
-
 class _LeanStemFunction(torch.autograd.Function):
     """Chunked conv -> BatchNorm -> ReLU [-> max-pool], exact.
 
-    Inputs: images, conv weight, BN weight and bias, the batch statistics
-    to normalise with (None: computed here from the batch), and the
-    geometry. Returns the stem output and the batch mean and biased
-    variance (empty when statistics were given).
+    Inputs: images, conv weight, BN weight and bias, the statistics to
+    normalise with (None: the batch's, computed here) and the geometry.
+    Returns the stem output and the batch mean and biased variance (empty
+    when statistics were given).
+
+    The backward needs, per chunk, the gradient at the BatchNorm output:
+    the output gradient, masked where the (saved) output is 0 (the ReLU),
+    and scattered to the max-pool's argmax positions, kept from the forward
+    in 16 bits where the feature map allows it (a quarter of the output's
+    size); and the normalised convolution output, recomputed.
     """
 
     @staticmethod
@@ -122,14 +118,20 @@ class _LeanStemFunction(torch.autograd.Function):
         else:
             mean, var = stats
             count = 0
-        invstd = torch.rsqrt(var + geom.eps)
-        out = None
+        out = indices = None
         for part in geom.chunks(num):
-            _, a = _normalise(
-                geom.conv(x[part], weight), mean, invstd, bn_weight, bn_bias)
-            a = torch.relu_(a)
+            a = torch.relu_(
+                F.batch_norm(
+                    geom.conv(x[part], weight), mean, var, bn_weight,
+                    bn_bias, False, 0., geom.eps))
             if geom.pool is not None:
-                a = F.max_pool2d(a, **geom.pool)
+                a, index = F.max_pool2d(a, return_indices=True, **geom.pool)
+                if indices is None:
+                    positions = a.numel() * 4 // a.size(0) // a.size(1)
+                    dtype = torch.int16 if positions < 2**15 else torch.int32
+                    indices = index.new_empty((num, ) + index.shape[1:],
+                                              dtype=dtype)
+                indices[part] = index
             if out is None:
                 out = a.new_empty((num, ) + a.shape[1:])
             out[part] = a
@@ -137,7 +139,7 @@ class _LeanStemFunction(torch.autograd.Function):
         ctx.geom = geom
         ctx.batch_stats = batch_stats
         ctx.count = count
-        ctx.save_for_backward(x, weight, bn_weight, bn_bias, mean, invstd)
+        ctx.save_for_backward(x, weight, bn_weight, mean, var, out, indices)
         ctx.mark_non_differentiable(mean, var)
         if not batch_stats:
             mean, var = mean.new_empty(0), var.new_empty(0)
@@ -145,23 +147,24 @@ class _LeanStemFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor, *unused):
-        x, weight, bn_weight, bn_bias, mean, invstd = ctx.saved_tensors
+        x, weight, bn_weight, mean, var, out, indices = ctx.saved_tensors
         geom: _StemGeometry = ctx.geom
-        scale = bn_weight * invstd
+        scale = bn_weight * torch.rsqrt(var + geom.eps)
         need_x, need_w, need_g, need_b = ctx.needs_input_grad[:4]
 
-        def grad_pre_relu(part: slice) -> Tuple[torch.Tensor, torch.Tensor]:
-            """Normalised conv output and the gradient reaching the BN
-            output (before ReLU) of one chunk, both recomputed."""
-            xhat, u = _normalise(
-                geom.conv(x[part], weight), mean, invstd, bn_weight, bn_bias)
-            grad = grad_out[part]
+        def recompute(part: slice) -> Tuple[torch.Tensor, torch.Tensor]:
+            """Normalised conv output of one chunk and the gradient at its
+            BatchNorm output (before the ReLU)."""
+            z = geom.conv(x[part], weight)
+            grad = grad_out[part].masked_fill(out[part] <= 0, 0)
             if geom.pool is not None:
-                with torch.enable_grad():
-                    a = torch.relu(u).requires_grad_()
-                    pooled = F.max_pool2d(a, **geom.pool)
-                    grad, = torch.autograd.grad(pooled, a, grad)
-            return xhat, grad.masked_fill(u <= 0, 0)
+                grad = torch.ops.aten.max_pool2d_with_indices_backward(
+                    grad, z, geom.pool['kernel_size'], geom.pool['stride'],
+                    geom.pool['padding'], geom.pool['dilation'],
+                    geom.pool['ceil_mode'], indices[part].long())
+            xhat = F.batch_norm(z, mean, var, None, None, False, 0.,
+                                geom.eps)
+            return xhat, grad
 
         num = x.size(0)
         grad_beta = grad_gamma = None
@@ -169,7 +172,7 @@ class _LeanStemFunction(torch.autograd.Function):
             grad_beta = torch.zeros_like(mean)
             grad_gamma = torch.zeros_like(mean)
             for part in geom.chunks(num):
-                xhat, grad_u = grad_pre_relu(part)
+                xhat, grad_u = recompute(part)
                 grad_beta += _channel_sum(grad_u)
                 grad_gamma += _channel_sum(grad_u * xhat)
                 del xhat, grad_u
@@ -177,14 +180,12 @@ class _LeanStemFunction(torch.autograd.Function):
         grad_w = torch.zeros_like(weight) if need_w else None
         if need_x or need_w:
             for part in geom.chunks(num):
-                xhat, grad_u = grad_pre_relu(part)
+                xhat, grad_z = recompute(part)
                 if ctx.batch_stats:
-                    grad_z = (grad_u - _view(grad_beta / ctx.count) -
-                              xhat * _view(grad_gamma / ctx.count))
-                    grad_z *= _view(scale)
-                else:
-                    grad_z = grad_u * _view(scale)
-                del xhat, grad_u
+                    grad_z -= _view(grad_beta / ctx.count)
+                    grad_z -= xhat * _view(grad_gamma / ctx.count)
+                grad_z *= _view(scale)
+                del xhat
                 x_part = x[part]
                 if need_x:
                     grad_x[part] = torch.nn.grad.conv2d_input(
