@@ -37,8 +37,12 @@ from auglocal_det.registry import MODELS
 from auglocal_det.structures import ClsDataSample
 
 from .flops import count_forward_flops, count_train_step_flops
-from .memory import LiveTensorTracker, peak_rss_bytes, reset_peak_rss, \
-    rss_bytes
+from .memory import (
+    LiveTensorTracker,
+    peak_rss_bytes,
+    reset_peak_rss,
+    rss_bytes,
+)
 
 __all__ = [
     'RULE_CONFIGS', 'OPTIONS', 'RuleRun', 'RuleSpec', 'parse_rule',

@@ -415,11 +415,11 @@ class LiveTensorTracker(TorchDispatchMode):
             self._handles.append(
                 optimizer.register_step_post_hook(self._step_post_hook))
         for module in self.modules:
+            root = type(module).__name__
             for name, sub in module.named_modules():
                 self._handles.append(
                     sub.register_forward_pre_hook(
-                        lambda *_, n=name or type(module).__name__: self.
-                        _enter_module(n)))
+                        lambda *_, n=name or root: self._enter_module(n)))
                 self._handles.append(
                     sub.register_forward_hook(
                         lambda *_: self._leave_module(), always_call=True))

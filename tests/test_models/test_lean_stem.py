@@ -214,10 +214,11 @@ def test_train_step_equals_plain_stem():
 
 def test_every_memory_option_equals_summed_loss_reference():
     """Lean stem, nested checkpointing in the backbone blocks, plain
-    checkpointing in the first auxiliary blocks and the per-layer step: one update equals the reference definition
-    (summed local losses, one backward, one SGD step) of the plain
-    network, BatchNorm statistics included (a checkpointed block's
-    recomputation must not update them again)."""
+    checkpointing in the first auxiliary blocks and the per-layer step:
+    one update equals the reference definition (summed local losses, one
+    backward, one SGD step) of the plain network, BatchNorm statistics
+    included (a checkpointed block's recomputation must not update them
+    again)."""
     ref = _build()
     model = _build(stem_chunk_size=2, with_cp='nested', aux_cp=1)
     model.load_state_dict(ref.state_dict())
