@@ -127,8 +127,11 @@ def test_peak_resident_set_follows_a_large_tensor():
     """After a reset the peak resident set is the current one; touching a
     32 MiB tensor raises it by about that much (large blocks are mapped
     on their own, so freeing them gives the pages back)."""
-    from auglocal_det.utils.memory import (peak_rss_bytes, reset_peak_rss,
-                                           rss_bytes)
+    from auglocal_det.utils.memory import (
+        peak_rss_bytes,
+        reset_peak_rss,
+        rss_bytes,
+    )
     reset_peak_rss()
     start = rss_bytes()
     assert peak_rss_bytes() <= start + MiB
