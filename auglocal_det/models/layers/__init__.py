@@ -11,7 +11,7 @@ from .res_blocks import (
 )
 
 __all__ = [
-    'BasicBlock', 'Bottleneck', 'LeanStem', 'LocalLayerSpec', 'build_norm_layer',
-    'build_shortcut', 'get_block', 'make_res_block', 'make_res_layer',
-    'to_2tuple_size'
+    'BasicBlock', 'Bottleneck', 'LeanStem', 'LocalLayerSpec',
+    'build_norm_layer', 'build_shortcut', 'get_block', 'make_res_block',
+    'make_res_layer', 'to_2tuple_size'
 ]
