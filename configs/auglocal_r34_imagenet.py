@@ -15,6 +15,19 @@ _base_ = [
 
 # d = 4 (paper); tau is used only when pyramid=True
 model = dict(
+    # Memory options, both exact (the same updates and BN statistics;
+    # docs/benchmarks.md, "AugLocal d = 4 against BP: memory"):
+    # - the stem in chunks of 16 images (LeanStem): removes the largest
+    #   tensors of local module 0; costs three recomputations of the stem
+    #   convolution (about 0.8% of a training step's FLOPs);
+    # - gradient checkpointing in the backbone blocks: a module's block
+    #   activations are recomputed after its auxiliary head's backward
+    #   instead of being held through it; costs one more forward of the
+    #   backbone (+8% of the step's FLOPs).
+    # Checkpointing AugLocal's auxiliary blocks as well
+    # (aux_head=dict(with_cp=True)) saves another 40 MiB at batch 128 but
+    # costs +27% of the FLOPs, so it is off.
+    backbone=dict(stem_chunk_size=16, with_cp=True),
     aux_head=dict(type='AugLocalAuxHead', depth=4, pyramid=False, tau=0.5))
 
 # local learning under several GPUs: one all-reduce per parameter per

@@ -4,7 +4,11 @@
 # cosine, 200 epochs), trained with one loss and one backward (rule='bp').
 _base_ = ['./auglocal_r34_imagenet.py']
 
-model = dict(rule='bp', aux_head=None)
+# the plain baseline: the memory options of auglocal_r34_imagenet.py off
+model = dict(
+    rule='bp',
+    aux_head=None,
+    backbone=dict(stem_chunk_size=None, with_cp=False))
 # no auxiliary heads, so no per-layer accuracies
 val_evaluator = [dict(type='Accuracy', topk=(1, 5))]
 test_evaluator = val_evaluator

@@ -21,6 +21,9 @@
 _base_ = ['./auglocal_r34_imagenet.py']
 
 model = dict(
+    # the plain network: the memory options of auglocal_r34_imagenet.py
+    # were measured for AugLocal's heads only
+    backbone=dict(stem_chunk_size=None, with_cp=False),
     type='MLAANImageClassifier',
     aux_head=dict(
         _delete_=True,

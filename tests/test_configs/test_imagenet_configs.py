@@ -66,7 +66,9 @@ def test_auglocal_r34_paper_recipe():
     with torch.device('meta'):
         model = MODELS.build(cfg.model)
     assert model.rule == 'local' and model.num_modules == 17
-    assert cfg.model.backbone == dict(type='LocalResNet', depth=34)
+    # the network of the paper, with the exact memory options on
+    assert cfg.model.backbone == dict(
+        type='LocalResNet', depth=34, stem_chunk_size=16, with_cp=True)
     assert cfg.model.aux_head.depth == 4 and not cfg.model.aux_head.pyramid
     optim = cfg.optim_wrapper
     assert optim.type == 'LocalOptimWrapper'

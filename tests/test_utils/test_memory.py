@@ -118,3 +118,21 @@ def test_auglocal_needs_less_activation_memory_than_bp():
     assert auglocal.peak_by_kind['other'] < bp.peak_by_kind['other']
     assert auglocal.peak_bytes < bp.peak_bytes
     assert auglocal.baseline_bytes > bp.baseline_bytes  # more parameters
+
+
+def test_peak_resident_set_follows_a_large_tensor():
+    """After a reset the peak resident set is the current one; touching a
+    32 MiB tensor raises it by about that much (large blocks are mapped
+    on their own, so freeing them gives the pages back)."""
+    from auglocal_det.utils.memory import (
+        peak_rss_bytes,
+        reset_peak_rss,
+        rss_bytes,
+    )
+    reset_peak_rss()
+    start = rss_bytes()
+    assert peak_rss_bytes() <= start + MiB
+    big = torch.ones(8 * MiB)  # 32 MiB, every page written
+    assert peak_rss_bytes() >= start + 30 * MiB
+    del big
+    assert rss_bytes() < start + 16 * MiB

@@ -1,166 +1,81 @@
 """What local learning buys and what it costs, measured side by side.
 
-For every rule in ``--rules`` the tool builds the classifier of the
-standard setting (:func:`auglocal_det.models.aux_heads.local_learning_setting`,
-the same networks as ``configs/*_r34_imagenet.py``) or of a config file,
-trains it for ``--warmup`` + ``--iters`` iterations on a fixed synthetic
-batch (random uint8 images and labels, through the real ``train_step``, the
-real data preprocessor and the real optimizer wrapper, SGD with Nesterov
-momentum 0.9 and weight decay 1e-4) and reports:
+Each rule is a config file (``configs/*_r34_imagenet.py`` through the
+shorthands ``bp``, ``auglocal-d<d>``, ``auglocal-d<d>-pyr``, ``dgl``,
+``infopro``, ``predsim``, ``mlaan``, or any path), optionally followed by
+memory options: ``+plain`` (every memory option of the config off),
+``+lean`` (memory-lean stem), ``+cp`` (gradient checkpointing in the
+backbone and AugLocal's auxiliary blocks), ``+lw`` (per-layer optimizer
+step). For every rule the tool trains the config's classifier on a fixed
+synthetic batch through its real ``train_step`` and optimizer wrapper and
+reports, in the steady state after ``--warmup`` iterations
+(:func:`auglocal_det.utils.benchmark.measure_rule`):
 
-- peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over the timed
-  iterations; on CPU the peak of live tensor bytes of one extra iteration,
-  counted by :class:`~auglocal_det.utils.memory.LiveTensorTracker` (the
-  same method for every rule; logical tensor bytes, not resident memory);
-- the median time per iteration, its interquartile range and min/max;
-- FLOPs per image: the forward cost of the network and of all auxiliary
-  networks (the papers' convention, :func:`count_forward_flops`) and the
-  cost of the whole training step (forward + backward, counted on the first
-  warm-up iteration), both counted by ``FlopCounterMode`` (2 FLOPs per
-  multiply-add; MACs = FLOPs / 2 are printed too);
-- parameters of the network and of the auxiliary networks;
-- ratios to the reference rule (BP): memory, time, FLOPs, and the time
-  ratio divided by the training-FLOPs ratio (above 1: the rule runs less
-  efficiently per FLOP than BP, e.g. because of many small kernels).
-
-Rules are written ``BASE[+OPTION...]``:
-
-- ``bp``, ``auglocal-d<d>`` (uniform depth), ``auglocal-d<d>-pyr``
-  (pyramidal depth, ``--tau``), ``dgl``, ``infopro``, ``predsim``, or the
-  path of a config file (its ``model`` and ``optim_wrapper``);
-- ``+cp``: gradient checkpointing inside the backbone's blocks
-  (``with_cp=True``) and, for AugLocal, inside the auxiliary blocks;
-- ``+lw``: :class:`LayerwiseLocalOptimWrapper`, which updates each local
-  module right after its backward and frees its gradients.
+- the peak of live tensor bytes of one iteration and what is alive at that
+  moment (module, operator, shape); ``--device meta`` counts it without
+  computing anything, in seconds even at batch 128 and 224 x 224;
+- on CPU, the process's peak resident set over one iteration (``VmHWM``
+  after ``/proc/self/clear_refs``), each rule in its own process started
+  with ``MALLOC_MMAP_THRESHOLD_=65536``;
+- on CUDA, ``torch.cuda.max_memory_allocated`` over the timed iterations;
+- seconds per iteration, FLOPs per image and parameters, with ratios to
+  BP.
 
 Examples::
 
-    # the default set on a CPU (ResNet-34, 112x112, batch 4)
-    python tools/analysis_tools/benchmark.py \
-        --out-json work_dirs/benchmark/cpu.json \
-        --out-png work_dirs/benchmark/cpu.png
-    # a GPU, the training batch, bf16 autocast
+    # memory of AugLocal d = 4 before and after its memory options, at the
+    # training batch, as a dry run
+    python tools/analysis_tools/benchmark.py --device meta \
+        --batch-size 128 --image-size 224 \
+        --rules bp auglocal-d4+plain auglocal-d4
+    # the same on the CPU, with the processes' resident sets
+    python tools/analysis_tools/benchmark.py --batch-size 128 \
+        --image-size 224 --iters 0 --num-threads 2 \
+        --rules bp auglocal-d4+plain auglocal-d4
+    # a GPU, bf16 autocast
     python tools/analysis_tools/benchmark.py --device cuda --amp \
         --channels-last --batch-size 128 --image-size 224 --iters 20 \
         --warmup 5
-    # the memory options of AugLocal d=4
-    python tools/analysis_tools/benchmark.py --rules bp auglocal-d4 \
-        auglocal-d4+lw auglocal-d4+cp auglocal-d4+lw+cp
 """
 import argparse
-import copy
-import gc
 import json
 import os
 import os.path as osp
 import platform
-import re
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.logging import MMLogger
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
 import auglocal_det  # noqa: E402,F401  (registers the components)
-from auglocal_det.models.aux_heads import (  # noqa: E402
-    local_learning_setting,
-    num_local_layers,
+from auglocal_det.errors import InputError  # noqa: E402
+from auglocal_det.utils.benchmark import (  # noqa: E402
+    OPTIONS,
+    RuleRun,
+    add_ratios,
+    measure_rule,
+    parse_rule,
 )
-from auglocal_det.registry import MODELS  # noqa: E402
-from auglocal_det.structures import ClsDataSample  # noqa: E402
-from auglocal_det.utils.benchmark import MetaMemoryTracker  # noqa: E402
-from auglocal_det.utils.flops import (  # noqa: E402
-    count_forward_flops,
-    count_train_step_flops,
-)
-from auglocal_det.utils.memory import LiveTensorTracker  # noqa: E402
+from auglocal_det.utils.memory import RSS_ENV  # noqa: E402
 
 #: The rules measured when ``--rules`` is not given.
 DEFAULT_RULES = (
     ['bp', 'bp+cp'] + [f'auglocal-d{d}' for d in range(2, 7)] +
     [f'auglocal-d{d}-pyr' for d in range(2, 7)] +
     ['dgl', 'infopro', 'predsim'])
-#: Rule bases other than AugLocal and config files.
-SIMPLE_BASES = ('bp', 'dgl', 'infopro', 'predsim')
-OPTIONS = ('cp', 'lw')
 #: How the peak memory is measured on each device type.
 MEMORY_METHODS = dict(
-    cpu='peak live tensor bytes (LiveTensorTracker)',
-    cuda='torch.cuda.max_memory_allocated',
-    meta='peak live tensor bytes on the meta device (MetaMemoryTracker)')
-_AUGLOCAL = re.compile(r'^auglocal-d(\d+)(-pyr)?$')
-
-
-@dataclass
-class RuleSpec:
-    """A parsed ``--rules`` entry.
-
-    Attributes:
-        name (str): The entry as written.
-        base (str): ``'bp'``, ``'auglocal'``, ``'dgl'``, ``'infopro'``,
-            ``'predsim'`` or ``'config'``.
-        aux_depth (int): AugLocal depth d.
-        pyramid (bool): AugLocal pyramidal depth.
-        config (str, optional): Config file of a ``'config'`` rule.
-        options (tuple[str]): ``'cp'`` and/or ``'lw'``.
-    """
-    name: str
-    base: str
-    aux_depth: int = 4
-    pyramid: bool = False
-    config: Optional[str] = None
-    options: Tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def is_reference(self) -> bool:
-        """bool: Plain BP, the reference of the ratios."""
-        return self.base == 'bp' and not self.options
-
-
-def parse_rule(name: str) -> RuleSpec:
-    """Parse ``BASE[+OPTION...]`` (see the module docstring).
-
-    Args:
-        name (str): The rule, e.g. ``'auglocal-d4-pyr+lw'``.
-
-    Returns:
-        RuleSpec: The parsed rule.
-
-    Raises:
-        ValueError: For an unknown base or option.
-    """
-    base, *options = name.split('+')
-    for option in options:
-        if option not in OPTIONS:
-            raise ValueError(f'unknown option {option!r} in rule {name!r}; '
-                             f'options are {list(OPTIONS)}')
-    options = tuple(dict.fromkeys(options))
-    if base in SIMPLE_BASES:
-        return RuleSpec(name, base, options=options)
-    match = _AUGLOCAL.match(base)
-    if match:
-        return RuleSpec(
-            name,
-            'auglocal',
-            aux_depth=int(match.group(1)),
-            pyramid=bool(match.group(2)),
-            options=options)
-    if base.endswith('.py'):
-        if not osp.isfile(base):
-            raise FileNotFoundError(f'config {base!r} of rule {name!r} '
-                                    'not found')
-        return RuleSpec(name, 'config', config=base, options=options)
-    raise ValueError(
-        f'unknown rule {name!r}; expected {list(SIMPLE_BASES)}, '
-        "'auglocal-d<d>', 'auglocal-d<d>-pyr' or a config file, "
-        "optionally followed by '+cp' and/or '+lw'")
+    cpu='peak live tensor bytes (LiveTensorTracker); RSS: peak resident '
+    'set of the rule\'s process over one iteration',
+    cuda='torch.cuda.max_memory_allocated (cuda MiB); live tensor bytes',
+    meta='peak live tensor bytes on the meta device (LiveTensorTracker)')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -171,18 +86,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--rules',
         nargs='+',
         default=list(DEFAULT_RULES),
-        help='rules to measure, BASE[+cp][+lw] (see the module docstring). '
-        'Defaults to BP, BP+cp, AugLocal d=2..6 uniform and pyramidal, DGL, '
-        'InfoPro and PredSim')
+        help='rules to measure: a shorthand or config file, then '
+        f'+OPTION ({", ".join(OPTIONS)}). Defaults to BP, BP+cp, AugLocal '
+        'd=2..6 uniform and pyramidal, DGL, InfoPro and PredSim')
     parser.add_argument(
-        '--arch',
-        default='resnet34',
-        help='network of the standard settings: resnet18/34/50/101/152 '
-        '(ImageNet) or resnet20/32/44/56/110 (CIFAR). Defaults to resnet34')
+        '--config-dir',
+        default=osp.join(ROOT, 'configs'),
+        help='folder of the shorthands\' config files. Defaults to the '
+        'repository\'s configs/')
     parser.add_argument(
         '--device',
         default='cpu',
-        help="'cpu', 'cuda' or 'cuda:N'. Defaults to cpu")
+        help="'cpu', 'cuda', 'cuda:N' or 'meta'. Defaults to cpu")
     parser.add_argument(
         '--batch-size', type=int, default=4, help='Defaults to 4')
     parser.add_argument(
@@ -195,28 +110,34 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--iters',
         type=int,
         default=3,
-        help='timed iterations per rule. Defaults to 3')
+        help='timed iterations per rule (0: memory only). Defaults to 3')
     parser.add_argument(
         '--warmup',
         type=int,
         default=1,
-        help='untimed iterations before timing (at least 1: the first '
-        'one counts the training-step FLOPs). Defaults to 1')
+        help='iterations before measuring (at least 1: the first one '
+        'counts the training-step FLOPs and creates the optimizer state). '
+        'Defaults to 1')
     parser.add_argument(
-        '--num-classes',
+        '--warmup-batch-size',
         type=int,
         default=None,
-        help='Defaults to 10 for the CIFAR networks, 1000 otherwise')
+        help='images per warm-up iteration: the warm-up only creates the '
+        'optimizer state, so a small one saves time on a CPU (the '
+        'training-step FLOPs are then counted at this size). Defaults to '
+        '--batch-size')
+    parser.add_argument(
+        '--no-live',
+        action='store_true',
+        help='skip the live-tensor count on CPU and CUDA (one iteration '
+        'less; the meta device gives the same count)')
+    parser.add_argument(
+        '--num-classes', type=int, default=1000, help='Defaults to 1000')
     parser.add_argument(
         '--tau',
         type=float,
         default=0.5,
         help='pyramid coefficient of the -pyr rules. Defaults to 0.5')
-    parser.add_argument(
-        '--cifar-reproduction',
-        action='store_true',
-        help='AugLocal with the CIFAR script\'s K - d auxiliary heads (the '
-        'last d + 1 layers train end to end)')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -224,8 +145,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--channels-last',
         action='store_true',
-        help='model in channels_last memory format (its activations '
-        'follow)')
+        help='model in channels_last memory format')
     parser.add_argument(
         '--num-threads',
         type=int,
@@ -234,6 +154,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         'torch\'s default). Defaults to 1: on a machine shared with other '
         'jobs, multi-threaded kernels wait for each other and the timings '
         'become several times slower and far noisier')
+    parser.add_argument(
+        '--in-process',
+        action='store_true',
+        help='measure every rule in this process (faster to start; no '
+        'resident-set figures, since one process holds all rules). Always '
+        'so on the meta and CUDA devices')
+    parser.add_argument(
+        '--interleave',
+        action='store_true',
+        help='build every rule first, then time one iteration of each in '
+        'turn, --iters rounds (implies --in-process): on a machine shared '
+        'with other jobs the load then changes the times of all rules '
+        'alike, so their ratios mean something')
     parser.add_argument('--seed', type=int, default=0, help='Defaults to 0')
     parser.add_argument('--out-json', help='write the results here')
     parser.add_argument('--out-png', help='write a bar chart here')
@@ -244,323 +177,81 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='override keys of every rule\'s "model" and "optim_wrapper" '
         'configs, e.g. model.backbone.norm_eval=True '
         'optim_wrapper.optimizer.lr=0.2')
+    parser.add_argument('--worker-out', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.warmup < 1:
         parser.error('--warmup must be at least 1')
-    if args.iters < 1:
-        parser.error('--iters must be at least 1')
+    if args.iters < 0:
+        parser.error('--iters must be at least 0')
+    if args.warmup_batch_size is not None and args.warmup_batch_size < 2:
+        parser.error('--warmup-batch-size must be at least 2')
     if args.batch_size < 2:
-        parser.error('--batch-size must be at least 2 (BatchNorm1d in the '
+        parser.error('--batch-size must be at least 2 (BatchNorm in the '
                      'auxiliary heads needs two samples)')
     return args
 
 
-# ---------------------------------------------------------------- building
-def _is_cifar(arch: str) -> bool:
-    return arch in ('resnet20', 'resnet32', 'resnet44', 'resnet56',
-                    'resnet110')
-
-
-def build_cfgs(spec: RuleSpec,
-               args: argparse.Namespace) -> Tuple[dict, dict]:
-    """Model and optimizer-wrapper configs of one rule.
-
-    Args:
-        spec (RuleSpec): The rule.
-        args (argparse.Namespace): The command-line arguments.
-
-    Returns:
-        tuple[dict, dict]: ``model`` and ``optim_wrapper`` configs.
-    """
-    num_classes = args.num_classes or (10 if _is_cifar(args.arch) else 1000)
-    if spec.base == 'config':
-        cfg = Config.fromfile(spec.config)
-        model = copy.deepcopy(cfg.model.to_dict())
-        optim_wrapper = copy.deepcopy(cfg.optim_wrapper.to_dict())
-        model['num_classes'] = num_classes
-    else:
-        setting = local_learning_setting(
-            spec.base,
-            args.arch,
-            aux_depth=spec.aux_depth,
-            pyramid=spec.pyramid,
-            tau=args.tau,
-            cifar_reproduction=(args.cifar_reproduction
-                                and spec.base == 'auglocal'))
-        model = dict(
-            type='LocalImageClassifier',
-            backbone=setting.backbone,
-            aux_head=setting.aux_head,
-            num_classes=num_classes,
-            split_points=setting.split_points,
-            rule='bp' if spec.base == 'bp' else 'local')
-        optim_wrapper = dict(
-            type='LocalOptimWrapper',
-            optimizer=dict(
-                type='SGD',
-                lr=0.1,
-                momentum=0.9,
-                nesterov=True,
-                weight_decay=1e-4))
-    model['image_size'] = args.image_size
-    if 'cp' in spec.options:
-        model['backbone']['with_cp'] = True
-        aux_head = model.get('aux_head')
-        if isinstance(aux_head, dict) and \
-                aux_head.get('type') == 'AugLocalAuxHead':
-            aux_head['with_cp'] = True
-    # a config keeps its own wrapper unless an option asks for another
-    wrapper_type = optim_wrapper.get('type', 'LocalOptimWrapper')
-    if 'lw' in spec.options:
-        wrapper_type = 'LayerwiseLocalOptimWrapper'
-    if args.amp:
-        if not wrapper_type.startswith('Amp'):
-            wrapper_type = 'Amp' + wrapper_type
-        optim_wrapper['dtype'] = 'bfloat16'
-    optim_wrapper['type'] = wrapper_type
-    if args.cfg_options:
-        merged = Config(dict(model=model, optim_wrapper=optim_wrapper))
-        merged.merge_from_dict(args.cfg_options)
-        model = merged.model.to_dict()
-        optim_wrapper = merged.optim_wrapper.to_dict()
-    return model, optim_wrapper
-
-
-def build_optim_wrapper(cfg: dict, model: torch.nn.Module) -> Any:
-    """Build the optimizer wrapper of ``cfg`` over ``model``'s
-    parameters."""
-    from mmengine.optim import build_optim_wrapper as _build
-    cfg = copy.deepcopy(cfg)
-    if cfg['type'].startswith('Amp') and not torch.cuda.is_available():
-        raise ValueError('--amp needs a CUDA device (MMEngine\'s AMP '
-                         'optimizer wrappers refuse to build without one)')
-    return _build(model, cfg)
-
-
-def make_batch(batch_size: int, image_size: int, num_classes: int,
-               seed: int) -> dict:
-    """A fixed synthetic batch: random uint8 RGB images and labels."""
-    gen = torch.Generator().manual_seed(seed)
+def _run_kwargs(args: argparse.Namespace, measure_rss: bool) -> dict:
     return dict(
-        inputs=[
-            torch.randint(
-                0, 256, (3, image_size, image_size),
-                dtype=torch.uint8,
-                generator=gen) for _ in range(batch_size)
-        ],
-        data_samples=[
-            ClsDataSample().set_gt_label(
-                int(torch.randint(0, num_classes, (1, ), generator=gen)))
-            for _ in range(batch_size)
-        ])
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        num_classes=args.num_classes,
+        warmup=args.warmup,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        cfg_options=args.cfg_options,
+        measure_rss=measure_rss,
+        measure_live=not args.no_live,
+        warmup_batch_size=args.warmup_batch_size,
+        seed=args.seed)
 
 
-# --------------------------------------------------------------- measuring
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
+def _measure_here(name: str, args: argparse.Namespace,
+                  device: torch.device, measure_rss: bool) -> Dict[str, Any]:
+    spec = parse_rule(name, args.config_dir, tau=args.tau)
+    return measure_rule(
+        spec, device, iters=args.iters, **_run_kwargs(args, measure_rss))
 
 
-def _quartiles(values: List[float]) -> Tuple[float, float, float]:
-    if len(values) == 1:
-        return values[0], values[0], values[0]
-    q1, median, q3 = statistics.quantiles(values, n=4, method='inclusive')
-    return q1, median, q3
+def _measure_interleaved(args: argparse.Namespace,
+                         device: torch.device) -> List[Dict[str, Any]]:
+    """Build every rule, then time round after round of one iteration
+    per rule."""
+    runs = []
+    for name in args.rules:
+        runs.append(
+            RuleRun(
+                parse_rule(name, args.config_dir, tau=args.tau), device,
+                **_run_kwargs(args, False)))
+        print(f'  {name}: built and measured', flush=True)
+    for round_index in range(args.iters):
+        for run in runs:
+            run.time_iteration()
+        print(f'  round {round_index + 1}/{args.iters}: ' + ', '.join(
+            f'{run.spec.name} {run.times[-1]:.3f} s' for run in runs),
+              flush=True)
+    return [run.finish() for run in runs]
 
 
-def _memory_on_cpu(model: torch.nn.Module, data: dict,
-                   wrapper: Any) -> Dict[str, Any]:
-    tracker = LiveTensorTracker(model, wrapper.optimizer)
-    with tracker:
-        model.train_step(data, wrapper)
-    report = tracker.report
-    return dict(
-        method='peak live tensor bytes (LiveTensorTracker) of one '
-        'iteration after the warm-up',
-        peak_bytes=report.peak_bytes,
-        peak_by_kind=dict(report.peak_by_kind),
-        peak_activation_bytes=report.peak_activation_bytes,
-        baseline_bytes=report.baseline_bytes)
+def _measure_in_subprocess(name: str, argv: List[str]) -> Dict[str, Any]:
+    """Measure one rule in a fresh process whose resident set follows its
+    tensors (:data:`RSS_ENV`)."""
+    env = dict(os.environ)
+    for key, value in RSS_ENV.items():
+        env.setdefault(key, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = osp.join(tmp, 'result.json')
+        cmd = [sys.executable, osp.abspath(__file__)] + argv + [
+            '--rules', name, '--worker-out', out
+        ]
+        proc = subprocess.run(cmd, env=env, check=False)
+        if proc.returncode != 0 or not osp.isfile(out):
+            raise RuntimeError(f'measuring rule {name!r} failed in its '
+                               f'process (exit status {proc.returncode})')
+        with open(out) as f:
+            return json.load(f)
 
 
-def _memory_on_meta(model: torch.nn.Module, data: dict,
-                    wrapper: Any) -> Dict[str, Any]:
-    tracker = MetaMemoryTracker(model, wrapper.optimizer)
-    with tracker:
-        model.train_step(data, wrapper)
-    return dict(
-        method='peak live tensor bytes (MetaMemoryTracker, meta device) '
-        'of one iteration after the warm-up',
-        peak_bytes=tracker.peak_bytes,
-        baseline_bytes=tracker.baseline_bytes)
-
-
-def _timing(times: List[float], batch_size: int) -> Dict[str, Any]:
-    q1, median, q3 = _quartiles(times)
-    return dict(
-        unit='seconds per iteration',
-        samples=times,
-        median=median,
-        q1=q1,
-        q3=q3,
-        min=min(times),
-        max=max(times),
-        images_per_s=batch_size / median)
-
-
-def measure_rule(spec: RuleSpec, args: argparse.Namespace,
-                 device: torch.device) -> Dict[str, Any]:
-    """Build, train and measure one rule.
-
-    On the ``meta`` device nothing is computed: only memory, parameters
-    and FLOPs are measured (``time`` is None).
-
-    Args:
-        spec (RuleSpec): The rule.
-        args (argparse.Namespace): The command-line arguments.
-        device (torch.device): Where to train.
-
-    Returns:
-        dict: The measured figures (see :func:`main`).
-    """
-    meta = device.type == 'meta'
-    model_cfg, wrapper_cfg = build_cfgs(spec, args)
-    if meta:  # its check reads the losses' values, which do not exist
-        wrapper_cfg['check_finite'] = False
-    torch.manual_seed(args.seed)
-    start = time.perf_counter()
-    with torch.device('meta' if meta else 'cpu'):
-        model = MODELS.build(model_cfg)
-    model = model.to(device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    wrapper = build_optim_wrapper(wrapper_cfg, model)
-    build_time = time.perf_counter() - start
-    data = make_batch(args.batch_size, args.image_size, model.num_classes,
-                      args.seed)
-
-    backbone_params = sum(p.numel() for p in model.backbone.parameters())
-    head_params = sum(p.numel() for p in model.head.parameters())
-    aux_params = sum(p.numel() for p in model.aux_heads.parameters())
-    try:
-        forward = count_forward_flops(model, args.image_size).to_dict()
-    except Exception as exc:  # noqa: BLE001
-        # an operator without a meta kernel, or heads that do not follow
-        # the ``loss(feat, batch)`` interface module by module (MLAAN's
-        # cascades): the training-step count below still applies
-        forward = dict(error=f'{type(exc).__name__}: '
-                       f'{str(exc).splitlines()[0] if str(exc) else ""}')
-
-    # warm-up; the first iteration also counts the training-step FLOPs
-    step_flops = count_train_step_flops(model, data, wrapper)
-    for _ in range(args.warmup - 1):
-        model.train_step(data, wrapper)
-    _sync(device)
-
-    if device.type == 'cpu':
-        memory = _memory_on_cpu(model, data, wrapper)
-    elif meta:
-        memory = _memory_on_meta(model, data, wrapper)
-    else:
-        gc.collect()
-        torch.cuda.reset_peak_memory_stats(device)
-
-    times = []
-    for _ in range(0 if meta else args.iters):
-        _sync(device)
-        start = time.perf_counter()
-        model.train_step(data, wrapper)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    if device.type == 'cuda':
-        memory = dict(
-            method='torch.cuda.max_memory_allocated over the timed '
-            'iterations',
-            peak_bytes=int(torch.cuda.max_memory_allocated(device)))
-
-    result = dict(
-        rule=spec.name,
-        base=spec.base,
-        aux_depth=spec.aux_depth if spec.base == 'auglocal' else None,
-        pyramid=spec.pyramid if spec.base == 'auglocal' else None,
-        options=list(spec.options),
-        optim_wrapper=type(wrapper).__name__,
-        num_modules=model.num_modules,
-        num_aux=model.num_aux,
-        params=dict(
-            backbone=backbone_params,
-            head=head_params,
-            network=backbone_params + head_params,
-            aux=aux_params,
-            total=backbone_params + head_params + aux_params),
-        flops=dict(
-            unit='FLOPs per image (2 per multiply-add)',
-            forward=forward,
-            train_step=step_flops,
-            train_step_macs=step_flops / 2),
-        memory=memory,
-        time=_timing(times, args.batch_size) if times else None,
-        build_seconds=build_time)
-    del model, wrapper, data
-    gc.collect()
-    if device.type == 'cuda':
-        torch.cuda.empty_cache()
-    return result
-
-
-def _get(result: Dict[str, Any], *keys: str) -> Optional[float]:
-    """``result[k0][k1]...``, or None where a level is missing."""
-    value: Any = result
-    for key in keys:
-        if not isinstance(value, dict) or value.get(key) is None:
-            return None
-        value = value[key]
-    return value
-
-
-def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
-    return None if a is None or not b else a / b
-
-
-def add_ratios(results: List[Dict[str, Any]]) -> Optional[str]:
-    """Add ratios to the reference rule (plain BP, else the first rule).
-
-    Adds ``ratios`` to every result: ``memory``, ``time`` (median),
-    ``forward_flops``, ``train_flops`` and ``time_per_flop`` (time ratio /
-    training-FLOPs ratio); None where a figure was not measured.
-
-    Args:
-        results (list[dict]): Results of :func:`measure_rule`.
-
-    Returns:
-        str | None: The name of the reference rule.
-    """
-    if not results:
-        return None
-    ref = next((r for r in results if r['base'] == 'bp'
-                and not r['options']), results[0])
-    for result in results:
-        time_ratio = _ratio(
-            _get(result, 'time', 'median'), _get(ref, 'time', 'median'))
-        train = _ratio(
-            _get(result, 'flops', 'train_step'),
-            _get(ref, 'flops', 'train_step'))
-        result['ratios'] = dict(
-            reference=ref['rule'],
-            memory=_ratio(
-                _get(result, 'memory', 'peak_bytes'),
-                _get(ref, 'memory', 'peak_bytes')),
-            time=time_ratio,
-            forward_flops=_ratio(
-                _get(result, 'flops', 'forward', 'total_flops'),
-                _get(ref, 'flops', 'forward', 'total_flops')),
-            train_flops=train,
-            time_per_flop=_ratio(time_ratio, train))
-    return ref['rule']
-
-
-# ---------------------------------------------------------------- reporting
 def device_description(device: torch.device) -> str:
     """The device in words: the GPU name or the CPU model and cores."""
     if device.type == 'cuda':
@@ -585,35 +276,58 @@ def _fmt(value: Optional[float], width: int, spec: str) -> str:
     return text.rjust(width)
 
 
+def _mib(value: Optional[float]) -> Optional[float]:
+    return None if value is None else value / 2**20
+
+
 def format_table(results: List[Dict[str, Any]]) -> str:
     """The results as a fixed-width text table."""
     width = max([22] + [len(r['rule']) + 2 for r in results])
     head = (f'{"rule":<{width}}{"K":>3}{"params M":>9}{"aux M":>8}'
-            f'{"peak MiB":>10}{"x BP":>6}{"median s":>10}{"IQR s":>14}'
+            f'{"live MiB":>10}{"x BP":>6}{"RSS MiB":>9}{"x BP":>6}'
+            f'{"cuda MiB":>9}{"median s":>10}{"IQR s":>14}'
             f'{"min-max s":>14}{"x BP":>6}{"fwd GMAC":>9}{"step GMAC":>10}'
             f'{"x BP":>6}{"t/FLOP":>7}')
     lines = [head, '-' * len(head)]
     for r in results:
         ratios = r.get('ratios', {})
+        memory = r['memory']
         timing = r['time']
         if timing is None:
             spread = '-'.rjust(14) * 2
         else:
             spread = (f'{timing["q1"]:>7.3f}-{timing["q3"]:<6.3f}'
                       f'{timing["min"]:>7.3f}-{timing["max"]:<6.3f}')
-        macs = _get(r, 'flops', 'forward', 'total_macs')
+        macs = r['flops']['forward'].get('total_macs')
         lines.append(
             f'{r["rule"]:<{width}}{r["num_modules"]:>3}'
             f'{r["params"]["network"] / 1e6:>9.2f}'
             f'{r["params"]["aux"] / 1e6:>8.2f}'
-            f'{r["memory"]["peak_bytes"] / 2**20:>10.1f}'
+            + _fmt(_mib(memory['peak_bytes']), 10, '.1f')
             + _fmt(ratios.get('memory'), 6, '.2f')
-            + _fmt(_get(r, 'time', 'median'), 10, '.3f') + spread
-            + _fmt(ratios.get('time'), 6, '.2f')
+            + _fmt(_mib(memory.get('rss_peak_bytes')), 9, '.1f')
+            + _fmt(ratios.get('rss'), 6, '.2f')
+            + _fmt(_mib(memory.get('cuda_peak_bytes')), 9, '.1f')
+            + _fmt(None if timing is None else timing['median'], 10, '.3f')
+            + spread + _fmt(ratios.get('time'), 6, '.2f')
             + _fmt(None if macs is None else macs / 1e9, 9, '.3f')
             + _fmt(r['flops']['train_step_macs'] / 1e9, 10, '.3f')
             + _fmt(ratios.get('train_flops'), 6, '.2f')
             + _fmt(ratios.get('time_per_flop'), 7, '.2f'))
+    return '\n'.join(lines)
+
+
+def format_trace(result: Dict[str, Any]) -> str:
+    """What was alive at the live-tensor peak of one rule."""
+    if result['memory']['peak_bytes'] is None:
+        return f'{result["rule"]}: live tensors not counted'
+    lines = [f'{result["rule"]}: alive at the peak of '
+             f'{result["memory"]["peak_bytes"] / 2**20:.1f} MiB']
+    for entry in result['memory']['peak_trace']:
+        shape = 'x'.join(str(n) for n in entry['shape'])
+        lines.append(f'  {entry["bytes"] / 2**20:9.1f} MiB {entry["count"]:>4}'
+                     f' x {entry["kind"]:<6}{shape:>18}  {entry["op"]:<34}'
+                     f'{entry["module"]}')
     return '\n'.join(lines)
 
 
@@ -625,8 +339,13 @@ def plot(results: List[Dict[str, Any]], path: str, title: str) -> None:
 
     names = [r['rule'] for r in results]
     xs = list(range(len(results)))
-    panels = [('peak memory (MiB)', 'memory',
-               [r['memory']['peak_bytes'] / 2**20 for r in results], None)]
+    panels = [('peak live tensors (MiB)', 'memory',
+               [(r['memory']['peak_bytes'] or 0) / 2**20 for r in results],
+               None)]
+    if all(r['memory'].get('rss_peak_bytes') for r in results):
+        panels.append(('peak RSS (MiB)', 'rss', [
+            r['memory']['rss_peak_bytes'] / 2**20 for r in results
+        ], None))
     if all(r['time'] is not None for r in results):
         times = [r['time'] for r in results]
         panels.append(('median time per iteration (s)', 'time',
@@ -667,15 +386,6 @@ def plot(results: List[Dict[str, Any]], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def _print_progress(result: Dict[str, Any], start: float) -> None:
-    median = _get(result, 'time', 'median')
-    print(f'  {result["rule"]}: peak '
-          f'{result["memory"]["peak_bytes"] / 2**20:.1f} MiB' +
-          ('' if median is None else f', median {median:.3f} s') +
-          f' ({time.perf_counter() - start:.0f} s elapsed)',
-          flush=True)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Run the benchmark.
 
@@ -685,30 +395,37 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     Returns:
         dict: ``meta`` (settings, device, versions), ``reference`` and
-        ``results``, one dict per rule with ``params``, ``flops``
-        (``forward``: the per-part forward FLOPs; ``train_step``: FLOPs of
-        one training step per image), ``memory`` (``peak_bytes``), ``time``
-        (seconds: ``median``, ``q1``, ``q3``, ``min``, ``max``,
-        ``samples``) and ``ratios`` to the reference.
+        ``results``, one dict per rule (see
+        :func:`auglocal_det.utils.benchmark.measure_rule`) with ``ratios``
+        to the reference.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    specs = [parse_rule(name) for name in args.rules]
     device = torch.device(args.device)
     if device.type not in MEMORY_METHODS:
-        raise ValueError(f'--device {args.device}: expected cpu, cuda or '
+        raise InputError(f'--device {args.device}: expected cpu, cuda or '
                          'meta')
     if device.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f'--device {args.device}: CUDA is not available')
+        raise InputError(f'--device {args.device}: CUDA is not available')
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    try:
-        num_layers = num_local_layers(args.arch)
-    except KeyError as exc:
-        raise ValueError(f'--arch: {exc.args[0]}') from None
+    for name in args.rules:  # fail early on a misspelt rule
+        parse_rule(name, args.config_dir, tau=args.tau)
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')  # building a model logs nothing useful here
 
+    if args.worker_out:
+        try:
+            result = _measure_here(args.rules[0], args, device, True)
+        finally:
+            logger.setLevel(level)
+        with open(args.worker_out, 'w') as f:
+            json.dump(result, f)
+        return result
+
+    in_process = args.in_process or args.interleave or device.type != 'cpu'
     meta = dict(
-        arch=args.arch,
-        num_local_layers=num_layers,
         device=str(device),
         device_name=device_description(device),
         batch_size=args.batch_size,
@@ -718,43 +435,53 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         amp=args.amp,
         channels_last=args.channels_last,
         num_threads=torch.get_num_threads(),
+        process_per_rule=not in_process,
+        interleaved=args.interleave,
+        rss_env=None if in_process else RSS_ENV,
         tau=args.tau,
-        cifar_reproduction=args.cifar_reproduction,
         torch=torch.__version__,
         command='python tools/analysis_tools/benchmark.py ' +
-        ' '.join(argv if argv is not None else sys.argv[1:]),
+        ' '.join(argv),
         date=time.strftime('%Y-%m-%d %H:%M:%S'),
         skipped={})
-    runs = (f'{args.warmup} warm-up + {args.iters} timed iterations'
-            if device.type != 'meta' else
-            'memory-only dry run on the meta device')
-    print(f'{args.arch}, {args.image_size}x{args.image_size}, batch '
-          f'{args.batch_size}, {runs}, {meta["device_name"]}, '
-          f'{meta["num_threads"]} threads, amp={args.amp}, '
-          f'channels_last={args.channels_last}, torch {torch.__version__}',
-          flush=True)
+    runs = ('memory-only dry run on the meta device' if device.type ==
+            'meta' else f'{args.warmup} warm-up + {args.iters} timed '
+            'iterations')
+    print(f'{args.image_size}x{args.image_size}, batch {args.batch_size}, '
+          f'{runs}, {meta["device_name"]}, {meta["num_threads"]} threads, '
+          f'amp={args.amp}, channels_last={args.channels_last}, '
+          f'{"one process" if in_process else "a process per rule"}, '
+          f'torch {torch.__version__}', flush=True)
 
     results = []
     start = time.perf_counter()
-    # building a model logs nothing useful here
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel('WARNING')
     try:
-        for spec in specs:
+        if args.interleave and device.type != 'meta':
+            results = _measure_interleaved(args, device)
+        for name in ([] if results else args.rules):
             try:
-                results.append(measure_rule(spec, args, device))
+                if in_process:
+                    result = _measure_here(name, args, device, False)
+                else:
+                    result = _measure_in_subprocess(name, argv)
             except (RuntimeError, NotImplementedError) as exc:
                 if device.type != 'meta':
                     raise
                 # e.g. InfoPro's loss turns autocast off, which has no meta
                 # device
                 reason = str(exc).splitlines()[0]
-                meta['skipped'][spec.name] = reason
-                print(f'  {spec.name}: skipped, not supported on the meta '
+                meta['skipped'][name] = reason
+                print(f'  {name}: skipped, not supported on the meta '
                       f'device ({reason})', flush=True)
                 continue
-            _print_progress(results[-1], start)
+            results.append(result)
+            rss = result['memory'].get('rss_peak_bytes')
+            live = result['memory']['peak_bytes']
+            print(f'  {name}: live peak '
+                  + ('-' if live is None else f'{live / 2**20:.1f} MiB') +
+                  ('' if rss is None else f', RSS peak {rss / 2**20:.1f} '
+                   'MiB') + f' ({time.perf_counter() - start:.0f} s '
+                  'elapsed)', flush=True)
     finally:
         logger.setLevel(level)
     reference = add_ratios(results)
@@ -762,12 +489,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     print(format_table(results))
     print('K: local modules; params M: network (backbone + classifier); '
-          'aux M: auxiliary networks; peak MiB: ' +
-          MEMORY_METHODS[device.type] +
-          '; fwd GMAC: forward multiply-accumulates per image of network + '
-          'auxiliary networks; step GMAC: one training step per image '
-          '(forward + backward); t/FLOP: time ratio / step-FLOPs ratio; '
-          f'x BP: ratio to {reference}')
+          'aux M: auxiliary networks; live MiB / RSS MiB / cuda MiB: ' +
+          MEMORY_METHODS[device.type] + '; fwd GMAC: forward multiply-'
+          'accumulates per image of network + auxiliary networks; step '
+          'GMAC: one training step per image (forward + backward); '
+          f't/FLOP: time ratio / step-FLOPs ratio; x BP: ratio to '
+          f'{reference}')
+    for result in results:
+        print(format_trace(result))
     output = dict(meta=meta, reference=reference, results=results)
     if args.out_json:
         os.makedirs(osp.dirname(osp.abspath(args.out_json)), exist_ok=True)
@@ -776,7 +505,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         print(f'wrote {args.out_json}')
     if args.out_png:
         plot(results, args.out_png,
-             f'{args.arch} {args.image_size}px batch {args.batch_size}, '
+             f'{args.image_size}px batch {args.batch_size}, '
              f'{meta["device_name"]}')
         print(f'wrote {args.out_png}')
     return output

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -207,8 +207,10 @@ class AugLocalAuxHead(BaseAuxHead):
         bn1d_if_shallow (bool): Put a BatchNorm1d before the classifier
             when the head's depth is at most 1 (the papers' CIFAR
             networks). Defaults to False.
-        with_cp (bool): Gradient checkpointing inside the blocks (residual
-            blocks only). Defaults to False.
+        with_cp (bool | int): Gradient checkpointing inside the blocks
+            (residual blocks only): True for every block, an int ``n`` for
+            the first ``n`` blocks only (the largest: they run at the
+            highest resolution). Defaults to False.
         stride_rule (str): ``'width'``: halve the resolution where the
             sampled layers' width doubles (the official ResNet code);
             ``'width-change'``: halve once wherever the width changes (the
@@ -231,7 +233,7 @@ class AugLocalAuxHead(BaseAuxHead):
                  tau: float = 0.5,
                  widen_factor: float = 1.0,
                  bn1d_if_shallow: bool = False,
-                 with_cp: bool = False,
+                 with_cp: Union[bool, int] = False,
                  stride_rule: str = 'auto',
                  hidden_channels: Sequence[int] = (),
                  **kwargs) -> None:
@@ -279,6 +281,14 @@ class AugLocalAuxHead(BaseAuxHead):
             self.sampled_layers,
             per_change=stride_rule == 'width-change')
 
+        if isinstance(with_cp, bool):
+            num_cp = len(self.sampled_layers) if with_cp else 0
+        elif isinstance(with_cp, int) and with_cp >= 0:
+            num_cp = with_cp
+        else:
+            raise InputError('AugLocalAuxHead: with_cp (model.aux_head.'
+                             'with_cp) must be a bool or a number of blocks '
+                             f'>= 0, got {with_cp!r}')
         blocks = []
         channels = self.in_channels
         for index, stride in zip(self.sampled_layers, self.block_strides):
@@ -295,7 +305,7 @@ class AugLocalAuxHead(BaseAuxHead):
                 stride=stride,
                 widen_factor=widen_factor,
                 norm_cfg=self.norm_cfg,
-                with_cp=with_cp)
+                with_cp=len(blocks) < num_cp)
             blocks.append(block)
         self.blocks = Sequential(*blocks)
         self.out_channels = channels

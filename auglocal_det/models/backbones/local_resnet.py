@@ -15,6 +15,7 @@ from auglocal_det.registry import MODELS
 from ..layers import (
     BasicBlock,
     Bottleneck,
+    LeanStem,
     LocalLayerSpec,
     build_norm_layer,
     make_res_layer,
@@ -68,8 +69,18 @@ class LocalResNet(BaseModule):
             (running statistics frozen). Defaults to True, as mmdet's
             ``ResNet`` (the fine-tuning setting); ``LocalImageClassifier``
             sets False for its backbone unless the config says otherwise.
-        with_cp (bool): Gradient checkpointing inside the blocks. Defaults
-            to False.
+        with_cp (bool | str): Gradient checkpointing inside the blocks;
+            ``'nested'`` also checkpoints each block's first convolution
+            stage on its own (see :class:`~auglocal_det.models.layers.
+            BasicBlock`). Defaults to False.
+        stem_chunk_size (int, optional): Run the stem as
+            :class:`~auglocal_det.models.layers.LeanStem` with this many
+            images per chunk: the same outputs, gradients and BatchNorm
+            statistics, without keeping the stem's full-batch
+            intermediate tensors (the largest of a local module at
+            ImageNet sizes), for three recomputations of the stem
+            convolution per iteration. Parameter names and checkpoints are
+            unchanged. Defaults to None (the plain stem).
         zero_init_residual (bool): Initialise the last norm layer of every
             block to zero, so each block starts as the identity. Applies to
             the default initialisation only. Defaults to True.
@@ -103,7 +114,8 @@ class LocalResNet(BaseModule):
                  frozen_stages: int = -1,
                  norm_cfg: Optional[dict] = None,
                  norm_eval: bool = True,
-                 with_cp: bool = False,
+                 with_cp: Union[bool, str] = False,
+                 stem_chunk_size: Optional[int] = None,
                  zero_init_residual: bool = True,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, list]] = None) -> None:
@@ -139,6 +151,11 @@ class LocalResNet(BaseModule):
         self.norm_cfg = norm_cfg
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        if stem_chunk_size is not None and int(stem_chunk_size) < 1:
+            raise ValueError('stem_chunk_size (model.backbone.'
+                             'stem_chunk_size) must be None or >= 1, got '
+                             f'{stem_chunk_size}')
+        self.stem_chunk_size = stem_chunk_size
 
         block_init_cfg = None
         if isinstance(pretrained, str):
@@ -215,6 +232,20 @@ class LocalResNet(BaseModule):
             relu=self.relu,
             maxpool=self.maxpool)
 
+    def stem(self) -> nn.Module:
+        """The stem as one (unregistered) module over the stem's own
+        layers: :class:`LeanStem` with ``stem_chunk_size``, else an
+        ``nn.Sequential`` of :meth:`_stem_modules`."""
+        modules = self._stem_modules()
+        if self.stem_chunk_size is None:
+            return nn.Sequential(modules)
+        return LeanStem(
+            modules['conv1'],
+            modules['bn1'],
+            modules['relu'],
+            modules.get('maxpool'),
+            chunk_size=self.stem_chunk_size)
+
     @property
     def norm1(self) -> nn.Module:
         """The stem's norm layer (mmdet's name for ``bn1``)."""
@@ -229,13 +260,13 @@ class LocalResNet(BaseModule):
         The list holds views of the backbone's own modules: calling them in
         order on an image equals the backbone's forward, and their
         parameters are the backbone's (the stem view's are ``conv1.*`` and
-        ``bn1.*``). The stem view is an ``nn.Sequential`` built on each
-        call and never registered, so no parameter is registered twice.
+        ``bn1.*``). The stem view (:meth:`stem`) is built on each call and
+        never registered, so no parameter is registered twice.
 
         Returns:
             list[nn.Module]: ``1 + sum(stage_blocks)`` modules.
         """
-        layers: List[nn.Module] = [nn.Sequential(self._stem_modules())]
+        layers: List[nn.Module] = [self.stem()]
         for layer_name in self.res_layers:
             layers.extend(getattr(self, layer_name))
         return layers
@@ -314,8 +345,7 @@ class LocalResNet(BaseModule):
         Returns:
             tuple[Tensor]: Outputs of the stages in ``out_indices``.
         """
-        for module in self._stem_modules().values():
-            x = module(x)
+        x = self.stem()(x)
         outs = []
         for i, layer_name in enumerate(self.res_layers):
             x = getattr(self, layer_name)(x)

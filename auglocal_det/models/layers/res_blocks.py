@@ -9,12 +9,14 @@ and the fresh blocks of the auxiliary networks (AugLocal).
 from __future__ import annotations
 
 import copy
-from typing import Optional, Type, Union
+from contextlib import contextmanager
+from typing import Iterator, Optional, Type, Union
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule, Sequential
+from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
     'BasicBlock', 'Bottleneck', 'build_norm_layer', 'build_shortcut',
@@ -99,7 +101,11 @@ class _ResBlock(BaseModule):
             None (identity).
         style (str): ``'pytorch'`` or ``'caffe'``. Defaults to
             ``'pytorch'``.
-        with_cp (bool): Use gradient checkpointing. Defaults to False.
+        with_cp (bool | str): Use gradient checkpointing. ``'nested'``
+            also checkpoints the first convolution, norm and ReLU inside
+            the block, so that the backward's recomputation of the block
+            holds one feature map less at its peak, for one more
+            recomputation of that convolution. Defaults to False.
         norm_cfg (dict, optional): Normalization config. Defaults to None,
             i.e. ``dict(type='BN')``.
         init_cfg (dict or list[dict], optional): Initialization config.
@@ -113,11 +119,14 @@ class _ResBlock(BaseModule):
                  dilation: int = 1,
                  downsample: Optional[nn.Module] = None,
                  style: str = 'pytorch',
-                 with_cp: bool = False,
+                 with_cp: Union[bool, str] = False,
                  norm_cfg: Optional[dict] = None,
                  init_cfg: Optional[Union[dict, list]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         assert style in ('pytorch', 'caffe'), f'unknown style {style!r}'
+        if not isinstance(with_cp, bool) and with_cp != 'nested':
+            raise ValueError("with_cp must be True, False or 'nested', got "
+                             f'{with_cp!r}')
         if norm_cfg is None:
             norm_cfg = dict(type='BN')
         self.inplanes = inplanes
@@ -143,6 +152,17 @@ class _ResBlock(BaseModule):
         """Residual branch, without the shortcut and the final ReLU."""
         raise NotImplementedError
 
+    def _first_stage(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(bn1(conv1(x)))``, checkpointed on its own with
+        ``with_cp='nested'``."""
+
+        def stage(inp: torch.Tensor) -> torch.Tensor:
+            return self.relu(self.bn1(self.conv1(inp)))
+
+        if self.with_cp == 'nested' and torch.is_grad_enabled():
+            return _checkpoint(stage, x, self.bn1)
+        return stage(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forward function.
 
@@ -159,13 +179,56 @@ class _ResBlock(BaseModule):
                 identity = self.downsample(inp)
             return self._residual(inp) + identity
 
-        # Non-reentrant checkpointing also works when the input is detached,
-        # which is the case for every local module's first block.
         if self.with_cp and torch.is_grad_enabled():
-            out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
+            out = _checkpoint(_inner_forward, x, self)
         else:
             out = _inner_forward(x)
         return self.relu(out)
+
+
+def _checkpoint(function, x: torch.Tensor,
+                module: nn.Module) -> torch.Tensor:
+    """Non-reentrant gradient checkpointing of ``function(x)`` whose
+    recomputation in the backward leaves the running statistics of the
+    BatchNorms in ``module`` alone (the forward updated them already).
+
+    Non-reentrant checkpointing also works when the input is detached,
+    which is the case for every local module's first block, and nests.
+    """
+    calls = []
+
+    def run_once(inp: torch.Tensor) -> torch.Tensor:
+        if not calls:
+            calls.append(True)
+            return function(inp)
+        with _running_stats_frozen(module):
+            return function(inp)
+
+    return cp.checkpoint(run_once, x, use_reentrant=False)
+
+
+@contextmanager
+def _running_stats_frozen(module: nn.Module) -> Iterator[None]:
+    """Run the BatchNorms of ``module`` (in training mode) without changing
+    their running statistics.
+
+    Momentum 0 leaves the statistics bit-identical (``1 * r + 0 * s``)
+    while autograd saves the same tensors as in the original forward,
+    which checkpointing checks; the batch counter is set back afterwards.
+    """
+    norms = [
+        m for m in module.modules()
+        if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
+    ]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+            norm.num_batches_tracked.sub_(1)
 
 
 class BasicBlock(_ResBlock):
@@ -200,8 +263,7 @@ class BasicBlock(_ResBlock):
         self.bn2 = build_norm_layer(norm_cfg, self.planes)
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.bn2(self.conv2(out))
+        return self.bn2(self.conv2(self._first_stage(x)))
 
 
 class Bottleneck(_ResBlock):
@@ -243,8 +305,7 @@ class Bottleneck(_ResBlock):
         self.bn3 = build_norm_layer(norm_cfg, planes * self.expansion)
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.relu(self.bn2(self.conv2(self._first_stage(x))))
         return self.bn3(self.conv3(out))
 
 
@@ -332,7 +393,7 @@ def make_res_layer(block: Union[str, ResBlock],
                    stride: int = 1,
                    dilation: int = 1,
                    style: str = 'pytorch',
-                   with_cp: bool = False,
+                   with_cp: Union[bool, str] = False,
                    norm_cfg: Optional[dict] = None,
                    block_init_cfg: Optional[Union[dict, list]] = None
                    ) -> Sequential:
