@@ -14,8 +14,6 @@ from auglocal_det.engine.optim_wrappers import (
 from auglocal_det.models.layers import LeanStem
 from auglocal_det.registry import MODELS
 
-pytestmark = pytest.mark.usefixtures('single_thread')
-
 TOL = dict(rtol=1e-5, atol=1e-5)
 #: Image size of the classifier tests.
 IMAGE = 32

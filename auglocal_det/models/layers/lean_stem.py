@@ -33,6 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from auglocal_det.errors import InputError
+
 __all__ = ['LeanStem']
 
 
@@ -231,20 +233,21 @@ class LeanStem(nn.Module):
                  chunk_size: int = 16) -> None:
         super().__init__()
         if conv1.bias is not None or conv1.padding_mode != 'zeros':
-            raise ValueError('LeanStem needs a convolution without bias and '
+            raise InputError('LeanStem needs a convolution without bias and '
                              'with zero padding')
         if type(bn1) is not nn.BatchNorm2d or not bn1.affine:
-            raise ValueError('LeanStem needs an affine nn.BatchNorm2d (not '
+            raise InputError('LeanStem needs an affine nn.BatchNorm2d (not '
                              f'{type(bn1).__name__}; SyncBN reduces over '
                              'processes and is not supported)')
         if not isinstance(relu, nn.ReLU):
-            raise ValueError(f'LeanStem needs nn.ReLU, got {relu!r}')
+            raise InputError(f'LeanStem needs nn.ReLU, got {relu!r}')
         if maxpool is not None and (not isinstance(maxpool, nn.MaxPool2d)
                                     or maxpool.return_indices):
-            raise ValueError(f'LeanStem needs nn.MaxPool2d, got {maxpool!r}')
+            raise InputError(f'LeanStem needs nn.MaxPool2d, got {maxpool!r}')
         if int(chunk_size) < 1:
-            raise ValueError(
-                f'LeanStem: chunk_size must be >= 1, got {chunk_size}')
+            raise InputError(
+                f'LeanStem: chunk_size must be >= 1 '
+                f'(model.backbone.stem_chunk_size), got {chunk_size}')
         self.conv1 = conv1
         self.bn1 = bn1
         self.relu = relu
