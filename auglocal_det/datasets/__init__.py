@@ -1,4 +1,5 @@
 from .imagenet import IMG_EXTENSIONS, ImageNet
+from .pipeline_sampler import PipelineSampler
 from .synthetic import (
     COCO_SHAPE_CLASSES,
     IMAGENET_SHAPE_CLASSES,
@@ -17,7 +18,7 @@ from .transforms import (
 )
 
 __all__ = [
-    'ImageNet', 'IMG_EXTENSIONS', 'IMAGENET_SHAPE_CLASSES',
+    'ImageNet', 'IMG_EXTENSIONS', 'PipelineSampler', 'IMAGENET_SHAPE_CLASSES',
     'COCO_SHAPE_CLASSES', 'generate_imagenet_shapes', 'generate_coco_shapes',
     'ensure_synthetic', 'LoadImageTensor', 'decode_image_bytes',
     'RandomResizedCropTensor', 'RandomFlipTensor', 'ResizeEdgeTensor',

@@ -11,6 +11,7 @@ from .export_backbone_hook import (
     split_classifier_state_dict,
     to_torchvision_state_dict,
 )
+from .local_pipeline_hook import LocalPipelineHook
 from .layerwise_accuracy_plot_hook import (
     LayerwiseAccuracyPlotHook,
     plot_layerwise_accuracy,
@@ -21,5 +22,6 @@ __all__ = [
     'ExportBackboneHook', 'NotAClassifierCheckpointError', 'export_backbone',
     'export_checkpoint', 'split_classifier_state_dict',
     'to_torchvision_state_dict', 'LayerwiseAccuracyPlotHook',
+    'LocalPipelineHook',
     'plot_layerwise_accuracy'
 ]
