@@ -46,9 +46,9 @@ from auglocal_det.engine.optim_wrappers import (
     LocalOptimWrapper,
     check_local_optim_wrapper,
 )
-from auglocal_det.errors import InputError, TrainingDivergedError
+from auglocal_det.errors import InputError
 from auglocal_det.registry import MODEL_WRAPPERS
-from auglocal_det.utils.flops import count_flops
+from auglocal_det.utils.pipeline_model import balance_stages, module_profile
 
 from .local_ddp import LocalDistributedDataParallel
 
@@ -77,7 +77,6 @@ class PipelineStoppedError(RuntimeError):
     """
 
 
-# ---------------------------------------------------------------- balance
 def module_costs(model: nn.Module,
                  image_size: Union[int, Sequence[int], None] = None
                  ) -> List[float]:
@@ -94,68 +93,7 @@ def module_costs(model: nn.Module,
     Returns:
         list[float]: FLOPs of step j, for j = 0 .. K - 1.
     """
-    from auglocal_det.models.aux_heads import AuxBatch
-    size = model.image_size if image_size is None else image_size
-    height, width = (size, size) if isinstance(size, int) else size
-    param = next(model.parameters())
-    # a seeded run must draw the same random numbers with and without this
-    with torch.random.fork_rng(devices=[]):
-        inputs = torch.randn(1, 3, height, width, device=param.device)
-    batch = AuxBatch(
-        labels=torch.zeros(1, dtype=torch.long, device=param.device),
-        inputs=inputs,
-        images=model.unnormalize(inputs))
-    training = model.training
-    model.eval()
-    costs = []
-    try:
-        with torch.no_grad():
-            steps = model.local_steps(inputs, batch)
-            while True:
-                flops, step = count_flops(next, steps, None)
-                if step is None:
-                    break
-                costs.append(flops)
-    finally:
-        model.train(training)
-    return costs
-
-
-def balance_stages(costs: Sequence[float],
-                   num_stages: int) -> Tuple[List[int], float]:
-    """Split modules into contiguous stages minimising the slowest stage.
-
-    Args:
-        costs (Sequence[float]): Cost of every module, in order.
-        num_stages (int): Number of stages P (at most ``len(costs)``).
-
-    Returns:
-        tuple[list[int], float]: Modules per stage, and the predicted
-        efficiency ``sum(costs) / (P * max stage cost)`` (1 is perfect).
-    """
-    num = len(costs)
-    prefix = [0.] + list(itertools.accumulate(float(c) for c in costs))
-    inf = float('inf')
-    # best[p][i]: slowest stage when the first i modules form p stages
-    best = [[inf] * (num + 1) for _ in range(num_stages + 1)]
-    cut = [[0] * (num + 1) for _ in range(num_stages + 1)]
-    best[0][0] = 0.
-    for p in range(1, num_stages + 1):
-        for i in range(p, num - (num_stages - p) + 1):
-            for k in range(p - 1, i):
-                value = max(best[p - 1][k], prefix[i] - prefix[k])
-                if value < best[p][i]:
-                    best[p][i], cut[p][i] = value, k
-    sizes = []
-    end = num
-    for p in range(num_stages, 0, -1):
-        start = cut[p][end]
-        sizes.append(end - start)
-        end = start
-    sizes.reverse()
-    slowest = best[num_stages][num]
-    efficiency = prefix[num] / (num_stages * slowest) if slowest else 1.
-    return sizes, efficiency
+    return module_profile(model, image_size)['step_flops']
 
 
 # -------------------------------------------------------------- messages
