@@ -29,7 +29,7 @@ from auglocal_det.engine.model_wrappers import (
     balance_stages,
 )
 from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
-from auglocal_det.errors import InputError, TrainingDivergedError
+from auglocal_det.errors import InputError
 from auglocal_det.registry import MODELS
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

@@ -4,7 +4,6 @@ import itertools
 from typing import Any, Optional
 
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.model import is_model_wrapper
 
 from auglocal_det.errors import InputError
 from auglocal_det.registry import HOOKS
