@@ -228,7 +228,8 @@ def _diverge(rank: int, bad_iter: int) -> dict:
     """Train 4 iterations; stage 1's head weights turn NaN at bad_iter."""
     torch.manual_seed(0)
     model = MODELS.build(dict(MODEL, num_classes=NUM_CLASSES))
-    pipe = LocalPipelineParallel(model, num_stages=2, balance=[6, 4])
+    pipe = LocalPipelineParallel(
+        model, num_stages=2, balance=[6, 4], standalone=True)
     optim_wrapper = LocalOptimWrapper(sgd(model))
     try:
         for it in range(4):
@@ -255,10 +256,15 @@ def test_nonfinite_loss_stops_every_rank(tmp_path):
 
 
 def _fail(rank: int) -> dict:
-    """Stage 0 fails with a bug in its second iteration."""
+    """Stage 0 fails with a bug in its second iteration (after checking
+    that a pipeline under a Runner needs LocalPipelineHook)."""
     torch.manual_seed(0)
     model = MODELS.build(dict(MODEL, num_classes=NUM_CLASSES))
-    pipe = LocalPipelineParallel(model, num_stages=2)
+    unhooked = LocalPipelineParallel(model, num_stages=2)
+    with pytest.raises(InputError, match="type='LocalPipelineHook'"):
+        unhooked.train_step(make_batch(0), LocalOptimWrapper(sgd(model)))
+    unhooked.close()
+    pipe = LocalPipelineParallel(model, num_stages=2, standalone=True)
     optim_wrapper = LocalOptimWrapper(sgd(model))
     try:
         for it in range(4):

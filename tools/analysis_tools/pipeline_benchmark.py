@@ -185,7 +185,7 @@ def _pipeline_worker(rank: int, args: argparse.Namespace, port: int,
         'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
         world_size=2)
     model = build(args)
-    pipe = LocalPipelineParallel(model, num_stages=2)
+    pipe = LocalPipelineParallel(model, num_stages=2, standalone=True)
     wrapper = LocalOptimWrapper(
         torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
                         nesterov=True, weight_decay=1e-4))
@@ -231,6 +231,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             out = osp.join(tmp, f'{mode}.pth')
             mp.spawn(_sequential, args=(args, threads, out), nprocs=1)
             results[mode] = torch.load(out, weights_only=False)
+            _save(args, results)
         if 'c' in args.modes:
             mp.spawn(_pipeline_worker, args=(args, _free_port(), tmp),
                      nprocs=2)
@@ -247,11 +248,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                     for k in ('peak_rss_bytes', 'peak_live_bytes')
                 } for r in ranks])
     report(args, results)
+    _save(args, results)
+    return results
+
+
+def _save(args: argparse.Namespace, results: Dict[str, Any]) -> None:
+    """Write what is measured so far (``--out``)."""
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
             json.dump(results, f, indent=2)
-    return results
 
 
 def report(args: argparse.Namespace, results: Dict[str, Any]) -> None:

@@ -75,6 +75,7 @@ class LocalPipelineHook(Hook):
                 'sharded over the replicas, not over all processes: set '
                 "train_dataloader.sampler=dict(type='PipelineSampler', "
                 f'num_stages={pipe.num_stages})')
+        pipe.hook_attached = True
         if pipe.stage > 0:
             loop.dataloader = _NoBatches(loop.dataloader)
         pipe.release_foreign_state(runner.optim_wrapper)

@@ -174,6 +174,12 @@ class LocalPipelineParallel(nn.Module):
         broadcast_buffers (bool): Passed to the stage's
             :class:`LocalDistributedDataParallel` when there are several
             replicas. Defaults to False.
+        standalone (bool): Used outside a Runner (scripts, tests), which
+            then call :meth:`gather_state`, :meth:`drain_logs` and
+            :meth:`close` themselves. Defaults to False: under a Runner,
+            training refuses to start unless ``LocalPipelineHook`` is in
+            ``custom_hooks`` (without it a checkpoint would hold stale
+            weights of the later stages).
 
     Attributes:
         stage (int): This rank's stage s.
@@ -187,7 +193,8 @@ class LocalPipelineParallel(nn.Module):
                  num_stages: int,
                  balance: Union[str, Sequence[int]] = 'auto',
                  max_in_flight: int = 2,
-                 broadcast_buffers: bool = False) -> None:
+                 broadcast_buffers: bool = False,
+                 standalone: bool = False) -> None:
         super().__init__()
         num_stages = int(num_stages)
         self._check_pipelinable(module, num_stages)
@@ -235,6 +242,8 @@ class LocalPipelineParallel(nn.Module):
             target=self._listen, name='pipeline-listener', daemon=True)
         self._listener.start()
         self._closed = False
+        #: set by LocalPipelineHook before training
+        self.hook_attached = bool(standalone)
         self._needs_images = self._images_needed(module, self.modules)
         self._owned = self._owned_state_names(module, self.modules)
         self._stage = (_Stage(self, self._stage_parts(module, self.modules)),)
@@ -514,6 +523,11 @@ class LocalPipelineParallel(nn.Module):
         """
         check_local_optim_wrapper(optim_wrapper, 'LocalPipelineParallel')
         self._check_optim_wrapper(optim_wrapper)
+        if not self.hook_attached:
+            raise InputError(
+                'LocalPipelineParallel needs LocalPipelineHook: add '
+                "dict(type='LocalPipelineHook') to custom_hooks (it gathers "
+                "the stages' weights before checkpoints and the export)")
         with self._guard(), optim_wrapper.sync_group(self.stage_group):
             if self._ddp is not None:
                 log_vars = self._ddp[0].train_step(data, optim_wrapper)
