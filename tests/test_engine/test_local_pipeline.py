@@ -11,6 +11,10 @@ thread, so the floating-point sums run in the same order. Checkpoints then
 cross over: a pipelined checkpoint resumed without the pipeline, and a
 sequential one resumed in the pipeline, both end where the uninterrupted
 run ends.
+
+The tests that start processes take tens of seconds, most of it the start
+of the spawned interpreters (torch, mmengine) and of the Runner; the
+models and the runs themselves are tiny.
 """
 import functools
 import os
