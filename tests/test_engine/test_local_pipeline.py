@@ -320,3 +320,16 @@ def test_balance_stages():
     assert max(sum(costs[a:b]) for a, b in zip([0] + ends, ends)) == 4
     assert efficiency == pytest.approx(10 / 12)
     assert balance_stages([5, 1], 2) == ([1, 1], 0.6)
+
+
+def test_pipeline_sampler_shards_over_replicas():
+    from auglocal_det.registry import DATA_SAMPLERS
+    dataset = list(range(10))
+    sampler = DATA_SAMPLERS.build(
+        dict(type='PipelineSampler', num_stages=1, shuffle=False, seed=0),
+        default_args=dict(dataset=dataset))
+    assert list(sampler) == dataset and len(sampler) == 10
+    with pytest.raises(InputError, match='num_stages=2 must divide'):
+        DATA_SAMPLERS.build(
+            dict(type='PipelineSampler', num_stages=2, seed=0),
+            default_args=dict(dataset=dataset))
