@@ -21,7 +21,7 @@ def module_profile(model: nn.Module,
 
     Runs one image through the classifier's generators (also on the
     ``'meta'`` device), in eval mode without autograd, and without drawing
-    from the global random generator.
+    from the global random generator; every module keeps its mode.
 
     Args:
         model (nn.Module): A ``LocalImageClassifier``.
@@ -46,7 +46,7 @@ def module_profile(model: nn.Module,
         images=model.unnormalize(inputs))
     profile: Dict[str, Any] = dict(
         step_flops=[], module_flops=[], out_bytes=[])
-    training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
@@ -65,8 +65,9 @@ def module_profile(model: nn.Module,
                     else:
                         last = item.output
             profile['head_flops'] = count_flops(model.head, last)[0]
-    finally:
-        model.train(training)
+    finally:  # module by module: some may be in eval mode on purpose
+        for module, mode in modes:
+            module.training = mode
     profile['network_params'] = sum(
         p.numel() for m in (model.backbone, model.head)
         for p in m.parameters())

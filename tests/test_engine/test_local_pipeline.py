@@ -24,7 +24,14 @@ from typing import Dict
 import pytest
 import torch
 import torch.distributed as dist
-from common_utils import NUM_CLASSES, make_batch, run_gloo_processes, sgd
+from common_utils import (
+    NUM_CLASSES,
+    assert_same_state,
+    build_ddp_model,
+    make_batch,
+    run_gloo_processes,
+    sgd,
+)
 
 import auglocal_det  # noqa: F401  (registers the components)
 from auglocal_det.engine.model_wrappers import (
@@ -333,3 +340,38 @@ def test_pipeline_sampler_shards_over_replicas():
         DATA_SAMPLERS.build(
             dict(type='PipelineSampler', num_stages=2, seed=0),
             default_args=dict(dataset=dataset))
+
+
+def _replicas(rank: int) -> dict:
+    """2 stages x 2 replicas, each replica on its half of a batch of 4."""
+    model = build_ddp_model(dict(MODEL, num_classes=NUM_CLASSES), 0)
+    del model.unused  # a parameter no loss reaches; no stage owns it
+    pipe = LocalPipelineParallel(model, num_stages=2, standalone=True)
+    optim_wrapper = LocalOptimWrapper(sgd(model))
+    half = slice(2 * pipe.replica, 2 * pipe.replica + 2)
+    for it in range(3):
+        batch = make_batch(it)
+        pipe.train_step(
+            dict(inputs=batch['inputs'][half],
+                 data_samples=batch['data_samples'][half]), optim_wrapper)
+    pipe.gather_state(optim_wrapper)
+    pipe.drain_logs()
+    pipe.close()
+    return dict(state=model.state_dict())
+
+
+@pytest.mark.timeout(200)
+def test_replicated_stages_equal_sequential_on_the_global_batch(tmp_path):
+    """Each stage's gradients are averaged over its replicas (BN frozen so
+    that the batch split cannot change the result, as in the data-parallel
+    tests)."""
+    results = run_gloo_processes(_replicas, 4, str(tmp_path))
+    ref = build_ddp_model(dict(MODEL, num_classes=NUM_CLASSES), 0)
+    del ref.unused
+    optim_wrapper = LocalOptimWrapper(sgd(ref))
+    for it in range(3):
+        ref.train_step(make_batch(it), optim_wrapper)
+    model = build_ddp_model(dict(MODEL, num_classes=NUM_CLASSES), 0)
+    del model.unused
+    model.load_state_dict(results[0]['state'])
+    assert_same_state(model, ref, check_keys=True)
