@@ -1,4 +1,5 @@
 from .imagenet import IMG_EXTENSIONS, ImageNet
+from .pipeline_sampler import PipelineSampler
 from .small_images import CIFAR10, STL10, SVHN
 from .transforms import (
     CenterCropTensor,
@@ -13,7 +14,7 @@ from .transforms import (
 
 __all__ = [
     'ImageNet', 'IMG_EXTENSIONS', 'CIFAR10', 'SVHN', 'STL10',
-    'LoadImageTensor', 'decode_image_bytes', 'RandomResizedCropTensor',
-    'RandomFlipTensor', 'ResizeEdgeTensor', 'CenterCropTensor',
-    'RandomCropTensor', 'PackClsInputs'
+    'PipelineSampler', 'LoadImageTensor', 'decode_image_bytes',
+    'RandomResizedCropTensor', 'RandomFlipTensor', 'ResizeEdgeTensor',
+    'CenterCropTensor', 'RandomCropTensor', 'PackClsInputs'
 ]

@@ -175,3 +175,19 @@ def test_train_tool_end_to_end(tmp_path):
     state = torch.load(export / 'backbone.pth', weights_only=True)
     backbone.load_state_dict(state['state_dict'], strict=True)
     assert (work_dir / 'layerwise_accuracy.png').is_file()
+
+
+def test_auglocal_r34_pipeline_recipe():
+    """The pipelined config trains the same updates as the sequential one:
+    1024 images per step, in batches of 128, sharded over replicas."""
+    cfg = _imagenet_cfg('auglocal_r34_imagenet_pipe.py')
+    ref = _imagenet_cfg('auglocal_r34_imagenet.py')
+    assert cfg.model == ref.model
+    wrapper = cfg.model_wrapper_cfg
+    assert wrapper == dict(type='LocalPipelineParallel', num_stages=8,
+                           balance='auto')
+    assert cfg.train_dataloader.sampler == dict(
+        type='PipelineSampler', num_stages=8, shuffle=True)
+    assert cfg.train_dataloader.batch_size * \
+        cfg.optim_wrapper.accumulative_counts == 1024
+    assert dict(type='LocalPipelineHook') in cfg.custom_hooks

@@ -8,6 +8,7 @@ from .layerwise_accuracy_plot_hook import (
     LayerwiseAccuracyPlotHook,
     plot_layerwise_accuracy,
 )
+from .local_pipeline_hook import LocalPipelineHook
 from .preemption_hook import (
     EXIT_PREEMPTED,
     PreemptionCheckpointHook,
@@ -19,7 +20,7 @@ from .work_dir_lock_hook import WorkDirLock, WorkDirLockHook
 
 __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend', 'CheckpointWriteError',
-    'ExportBackboneHook', 'LayerwiseAccuracyPlotHook',
+    'ExportBackboneHook', 'LayerwiseAccuracyPlotHook', 'LocalPipelineHook',
     'plot_layerwise_accuracy', 'EXIT_PREEMPTED', 'PreemptionCheckpointHook',
     'TrainingPreempted', 'TrainDataCheckHook', 'head_class_counts',
     'WorkDirLock', 'WorkDirLockHook', 'TrainingMemoryHook', 'read_proc_status'

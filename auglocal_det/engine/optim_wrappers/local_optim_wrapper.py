@@ -151,6 +151,7 @@ class LocalOptimWrapper(OptimWrapper):
         self.nonfinite_patience = nonfinite_patience
         self._finite_flags: List[Tuple[Optional[str], torch.Tensor]] = []
         self._nonfinite_streak = 0
+        self._sync_group: Any = None
 
     @property
     def num_backward(self) -> int:
@@ -239,10 +240,11 @@ class LocalOptimWrapper(OptimWrapper):
         if not flags:
             return
         bad = ~torch.stack([ok for _, ok in flags])
+        group = self._sync_group
         if dist.is_available() and dist.is_initialized() and \
-                dist.get_world_size() > 1:  # every process decides alike
+                dist.get_world_size(group) > 1:  # the group decides alike
             bad = bad.float()
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
             bad = bad > 0
         bad = bad.tolist()  # the one synchronisation per iteration
         names = [
@@ -311,6 +313,24 @@ class LocalOptimWrapper(OptimWrapper):
         """
         with self._registered(self._pre_step_hooks, hook):
             yield
+
+    @contextmanager
+    def sync_group(self, group: Any) -> Iterator[None]:
+        """Decide on non-finite losses together with ``group`` only.
+
+        By default all processes of the default group share the decision
+        (data parallelism: they run the same losses). A pipeline stage runs
+        other losses than the other stages, at another moment: it shares
+        the decision with its replicas only.
+
+        Args:
+            group (ProcessGroup): The processes that run the same losses.
+        """
+        previous, self._sync_group = self._sync_group, group
+        try:
+            yield
+        finally:
+            self._sync_group = previous
 
     @contextmanager
     def grads_ready_hook(self, hook: GradsReadyHook) -> Iterator[None]:

@@ -421,7 +421,9 @@ class LocalImageClassifier(BaseModel):
         raise RuntimeError(f'Invalid mode "{mode}".')
 
     def forward_modules(self,
-                        inputs: torch.Tensor) -> Iterator[torch.Tensor]:
+                        inputs: torch.Tensor,
+                        modules: Optional[range] = None
+                        ) -> Iterator[torch.Tensor]:
         """The loop over the local modules: yield each module's output.
 
         Module j runs on the detached output of module j - 1 (the input
@@ -431,16 +433,22 @@ class LocalImageClassifier(BaseModel):
         the next output holds one module's graph at a time.
 
         Args:
-            inputs (Tensor): Preprocessed images.
+            inputs (Tensor): Preprocessed images, or, when ``modules``
+                starts at module i > 0, the output of module i - 1.
+            modules (range, optional): The consecutive modules to run (a
+                pipeline stage runs its own). Defaults to None: all.
 
         Yields:
-            Tensor: The output of module j, for j = 0 .. K - 1.
+            Tensor: The output of module j, for j in ``modules``.
         """
+        local_modules = self.local_modules()
+        if modules is None:
+            modules = range(len(local_modules))
         feat = inputs
-        for index, module in enumerate(self.local_modules()):
+        for index in modules:
             with torch.set_grad_enabled(torch.is_grad_enabled()
                                         and self.module_needs_grad(index)):
-                feat = module(feat.detach())
+                feat = local_modules[index](feat.detach())
             yield feat
 
     def module_needs_grad(self, index: int) -> bool:
@@ -449,8 +457,10 @@ class LocalImageClassifier(BaseModel):
         local loss does)."""
         return True
 
-    def local_steps(self, inputs: torch.Tensor,
-                    batch: AuxBatch) -> Iterator[LocalStep]:
+    def local_steps(self,
+                    inputs: torch.Tensor,
+                    batch: AuxBatch,
+                    modules: Optional[range] = None) -> Iterator[LocalStep]:
         """Yield the local losses of one iteration, one at a time.
 
         Module j's forward and local loss run when step j is requested;
@@ -458,14 +468,20 @@ class LocalImageClassifier(BaseModel):
         its head's): no later loss reaches them.
 
         Args:
-            inputs (Tensor): Preprocessed images.
+            inputs (Tensor): Preprocessed images (or the output of the
+                module before ``modules``, see :meth:`forward_modules`).
             batch (AuxBatch): Labels and images.
+            modules (range, optional): The consecutive modules whose steps
+                to yield. Defaults to None: all.
 
         Yields:
             LocalStep: One step per local module.
         """
-        modules = self.local_modules()
-        for index, feat in enumerate(self.forward_modules(inputs)):
+        if modules is None:
+            modules = range(self.num_modules)
+        local_modules = self.local_modules()
+        for index, feat in zip(modules,
+                               self.forward_modules(inputs, modules)):
             losses, logits = self._module_loss(index, feat, batch)
             yield LocalStep(
                 index=index,
@@ -474,7 +490,8 @@ class LocalImageClassifier(BaseModel):
                 loss=sum(losses.values()),
                 losses=losses,
                 logits={} if logits is None else {'': logits},
-                params=list(self.module_parameters(index, modules[index])))
+                params=list(
+                    self.module_parameters(index, local_modules[index])))
 
     def after_update(self) -> None:
         """Called by :meth:`train_step` after every iteration that updated
@@ -542,18 +559,55 @@ class LocalImageClassifier(BaseModel):
             ``aux_pred_labels`` (-1 for a head without a classifier).
         """
         feats = self.extract_feat(inputs, all_modules=True)
-        scores = F.softmax(self.head(feats[-1]), dim=1)
+        scores, aux_labels = self.module_predictions(feats)
+        return self.fill_predictions(scores, aux_labels, data_samples)
+
+    @torch.no_grad()
+    def module_predictions(
+        self,
+        feats: Sequence[torch.Tensor],
+        modules: Optional[range] = None
+    ) -> Tuple[Optional[torch.Tensor], List[torch.Tensor]]:
+        """Predictions made from the outputs of some local modules.
+
+        Args:
+            feats (Sequence[Tensor]): Output of each module in ``modules``.
+            modules (range, optional): The consecutive modules that
+                produced ``feats``. Defaults to None: all.
+
+        Returns:
+            tuple: The softmax scores of the network's classifier (None
+            unless ``modules`` holds the last module) and the predicted
+            labels of the auxiliary head of every module in ``modules``
+            that has one (-1 for a head without a classifier).
+        """
+        if modules is None:
+            modules = range(self.num_modules)
         aux_labels = []
-        for index, aux_head in enumerate(self.aux_heads):
-            logits = aux_head.predict(feats[index])
+        scores = None
+        for index, feat in zip(modules, feats):
+            if index == self.num_modules - 1:
+                scores = F.softmax(self.head(feat), dim=1)
+                continue
+            logits = self.aux_heads[index].predict(feat)
             if logits is None:
                 aux_labels.append(
-                    inputs.new_full((inputs.size(0), ), -1,
-                                    dtype=torch.long))
+                    feat.new_full((feat.size(0), ), -1, dtype=torch.long))
             else:
                 aux_labels.append(logits.argmax(dim=1))
+        return scores, aux_labels
+
+    @staticmethod
+    def fill_predictions(
+        scores: torch.Tensor,
+        aux_labels: Sequence[torch.Tensor],
+        data_samples: Optional[List[ClsDataSample]] = None
+    ) -> List[ClsDataSample]:
+        """Write the predictions of :meth:`module_predictions` of all
+        modules into data samples (new ones if ``data_samples`` is None).
+        """
         if data_samples is None:
-            data_samples = [ClsDataSample() for _ in range(inputs.size(0))]
+            data_samples = [ClsDataSample() for _ in range(scores.size(0))]
         for i, sample in enumerate(data_samples):
             sample.set_pred_score(scores[i])
             if aux_labels:

@@ -1,0 +1,342 @@
+"""Throughput and memory of pipelined vs. sequential local training.
+
+Measures, on this machine's CPU, the classifier of a config file
+(``--config``; ``--arch resnet34`` names ``configs/auglocal_r34_imagenet.py``
+and ``--arch resnet110`` the ResNet-110 AugLocal d = 4 CIFAR-10 config;
+``--aux-depth`` overrides ``model.aux_head.depth``) trained on a fixed
+synthetic batch through the real ``train_step`` (SGD, Nesterov momentum),
+each in fresh processes:
+
+- (a) sequential, 1 process, 1 intra-op thread;
+- (b) sequential, 1 process, 2 intra-op threads;
+- (c) ``LocalPipelineParallel``, 2 processes (gloo) x 1 thread, balanced
+  by FLOPs.
+
+For each: images/s over ``--iters`` iterations after ``--warmup``; then one
+more iteration for memory, per worker: the peak of live tensor bytes
+(``LiveTensorTracker``) and the process's peak resident memory (VmHWM after
+writing 5 to /proc/self/clear_refs, with MALLOC_MMAP_THRESHOLD_=65536),
+both in steady state (optimizer state alive). The ratios of (c) and (b) to
+(a) are measured in the same run. The per-module times of (a) feed the
+scaling model (``--scale-*``): predicted images/s of a P-stage pipeline
+for P = 2, 4, 8, 16 at the target size, next to sequential local training,
+the paper's (d + 1) / (L + 1) bound and data-parallel BP; the model's
+prediction for (c) is printed next to the measured value.
+
+Examples::
+
+    python tools/analysis_tools/pipeline_benchmark.py --arch resnet34 \\
+        --image-size 64 --batch-size 8 --out work_dirs/pipe_r34.json
+    python tools/analysis_tools/pipeline_benchmark.py --arch resnet110 \\
+        --image-size 32 --batch-size 32 --out work_dirs/pipe_r110.json
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.multiprocessing as mp
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))))
+from auglocal_det.utils.pipeline_model import (  # noqa: E402
+    module_profile,
+    predict_scaling,
+)
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+#: The config measured for each ``--arch``.
+CONFIGS = {
+    'resnet34': 'configs/auglocal_r34_imagenet.py',
+    'resnet110': 'configs/auglocal/auglocal-d4_r110_400e_cifar10.py',
+}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--arch', default='resnet34', choices=sorted(CONFIGS),
+                        help='names the config of --config')
+    parser.add_argument('--config', help='config file of the classifier '
+                        '(its model); defaults to the config of --arch')
+    parser.add_argument('--aux-depth', type=int, default=None,
+                        help='override model.aux_head.depth')
+    parser.add_argument('--image-size', type=int, default=64)
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--num-classes', type=int, default=None)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=6)
+    parser.add_argument('--modes', nargs='+', default=['a', 'b', 'c'],
+                        choices=['a', 'b', 'c'])
+    parser.add_argument('--scale-image-size', type=int, default=224)
+    parser.add_argument('--scale-batch-size', type=int, default=128)
+    parser.add_argument(
+        '--bandwidth', type=float, nargs='+', default=[12.5, 100.],
+        help='link bandwidths of the scaling model, GB/s (defaults: 100 Gb '
+        'Ethernet, and an NVLink-class link)')
+    parser.add_argument('--out', help='write the results as JSON')
+    return parser.parse_args(argv)
+
+
+def model_config(args: argparse.Namespace) -> dict:
+    """``model`` of the config, with the benchmark's size and depth."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(args.config or osp.join(ROOT, CONFIGS[args.arch]))
+    model = cfg.model.to_dict()
+    model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    if model['data_preprocessor'] is None:
+        model.pop('data_preprocessor')
+    model['image_size'] = args.image_size
+    if args.num_classes:
+        model['num_classes'] = args.num_classes
+    if args.aux_depth is not None:
+        model['aux_head']['depth'] = args.aux_depth
+    return model
+
+
+def aux_depth(args: argparse.Namespace) -> int:
+    """The auxiliary depth d of the measured config."""
+    return int(model_config(args)['aux_head'].get('depth', 1))
+
+
+def build(args: argparse.Namespace, device: str = 'cpu') -> Any:
+    import auglocal_det  # noqa: F401
+    from auglocal_det.registry import MODELS
+    cfg = model_config(args)
+    torch.manual_seed(0)
+    with torch.device(device):
+        return MODELS.build(cfg)
+
+
+def make_batch(args: argparse.Namespace, num_classes: int) -> dict:
+    from auglocal_det.structures import ClsDataSample
+    gen = torch.Generator().manual_seed(0)
+    size = args.image_size
+    return dict(
+        inputs=[
+            torch.randint(0, 256, (3, size, size), dtype=torch.uint8,
+                          generator=gen) for _ in range(args.batch_size)
+        ],
+        data_samples=[
+            ClsDataSample().set_gt_label(
+                int(torch.randint(0, num_classes, (1, ), generator=gen)))
+            for _ in range(args.batch_size)
+        ])
+
+
+def _peak_rss() -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError('no VmHWM in /proc/self/status')
+
+
+def _clear_peak_rss() -> None:
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+
+
+def _memory(step, model, optimizer) -> Dict[str, int]:
+    """Steady-state peaks of one more iteration: RSS, then live tensors."""
+    from auglocal_det.utils.memory import LiveTensorTracker
+    _clear_peak_rss()
+    step()
+    rss = _peak_rss()
+    tracker = LiveTensorTracker(model, optimizer)
+    with tracker:
+        step()
+    return dict(peak_rss_bytes=rss, peak_live_bytes=tracker.report.peak_bytes)
+
+
+def _sequential(rank: int, args: argparse.Namespace, threads: int,
+                out: str) -> None:
+    import time
+
+    from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
+    torch.set_num_threads(threads)
+    model = build(args)
+    wrapper = LocalOptimWrapper(
+        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                        nesterov=True, weight_decay=1e-4))
+    data = make_batch(args, model.num_classes)
+    for _ in range(args.warmup):
+        model.train_step(data, wrapper)
+    start = time.perf_counter()
+    for _ in range(args.iters):
+        model.train_step(data, wrapper)
+    seconds = time.perf_counter() - start
+    result = dict(
+        images_per_s=args.iters * args.batch_size / seconds,
+        module_seconds=_module_times(model, data, wrapper),
+        **_memory(lambda: model.train_step(data, wrapper), model,
+                  wrapper.optimizer))
+    torch.save(result, out)
+
+
+def _module_times(model, data, wrapper) -> List[float]:
+    """Seconds of every local step (forward, loss and backward)."""
+    import time
+    batch_data = model.data_preprocessor(data, True)
+    inputs = batch_data['inputs']
+    batch = model._aux_batch(inputs, batch_data['data_samples'])
+    times = []
+    steps = model.local_steps(inputs, batch)
+    while True:
+        start = time.perf_counter()
+        step = next(steps, None)
+        if step is None:
+            break
+        wrapper.backward(step.loss, params=step.params, name=step.name)
+        del step
+        times.append(time.perf_counter() - start)
+    wrapper.finish_iteration()
+    return times
+
+
+def _pipeline_worker(rank: int, args: argparse.Namespace, port: int,
+                     out_dir: str) -> None:
+    import time
+
+    import torch.distributed as dist
+
+    from auglocal_det.engine.model_wrappers import LocalPipelineParallel
+    from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
+    torch.set_num_threads(1)
+    os.environ.setdefault('GLOO_SOCKET_IFNAME', 'lo')
+    dist.init_process_group(
+        'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+        world_size=2)
+    model = build(args)
+    pipe = LocalPipelineParallel(model, num_stages=2, standalone=True)
+    wrapper = LocalOptimWrapper(
+        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                        nesterov=True, weight_decay=1e-4))
+    data = make_batch(args, model.num_classes) if rank == 0 else None
+    for _ in range(args.warmup):
+        pipe.train_step(data, wrapper)
+    pipe.flush()
+    dist.barrier()
+    start = time.perf_counter()
+    for _ in range(args.iters):
+        pipe.train_step(data, wrapper)
+    pipe.flush()
+    seconds = time.perf_counter() - start  # the last stage ends last
+    result = dict(
+        images_per_s=args.iters * args.batch_size / seconds,
+        sizes=pipe.sizes,
+        predicted_efficiency=pipe.efficiency,
+        **_memory(lambda: pipe.train_step(data, wrapper), model,
+                  wrapper.optimizer))
+    pipe.drain_logs()
+    pipe.close()
+    dist.destroy_process_group()
+    torch.save(result, osp.join(out_dir, f'rank{rank}.pth'))
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    import tempfile
+    args = parse_args(argv)
+    # read by malloc at process start: set before the workers start
+    os.environ['MALLOC_MMAP_THRESHOLD_'] = '65536'
+    results: Dict[str, Any] = dict(args=vars(args))
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, threads in (('a', 1), ('b', 2)):
+            if mode not in args.modes:
+                continue
+            out = osp.join(tmp, f'{mode}.pth')
+            mp.spawn(_sequential, args=(args, threads, out), nprocs=1)
+            results[mode] = torch.load(out, weights_only=False)
+            _save(args, results)
+        if 'c' in args.modes:
+            mp.spawn(_pipeline_worker, args=(args, _free_port(), tmp),
+                     nprocs=2)
+            ranks = [
+                torch.load(osp.join(tmp, f'rank{r}.pth'), weights_only=False)
+                for r in range(2)
+            ]
+            results['c'] = dict(
+                images_per_s=ranks[1]['images_per_s'],
+                sizes=ranks[0]['sizes'],
+                predicted_efficiency=ranks[0]['predicted_efficiency'],
+                workers=[{
+                    k: r[k]
+                    for k in ('peak_rss_bytes', 'peak_live_bytes')
+                } for r in ranks])
+    report(args, results)
+    _save(args, results)
+    return results
+
+
+def _save(args: argparse.Namespace, results: Dict[str, Any]) -> None:
+    """Write what is measured so far (``--out``)."""
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(results, f, indent=2)
+
+
+def report(args: argparse.Namespace, results: Dict[str, Any]) -> None:
+    mib = 2.**20
+    name = args.config or CONFIGS[args.arch]
+    print(f'AugLocal d={aux_depth(args)} ({name}), {args.image_size} px, '
+          f'batch {args.batch_size}, {args.iters} timed iterations after '
+          f'{args.warmup}')
+    base = results.get('a', {}).get('images_per_s')
+    names = dict(a='(a) sequential, 1 thread', b='(b) sequential, 2 threads',
+                 c='(c) pipeline, 2 processes x 1 thread')
+    for mode in ('a', 'b', 'c'):
+        if mode not in results:
+            continue
+        res = results[mode]
+        ratio = f'{res["images_per_s"] / base:.2f}x (a)' if base else ''
+        workers = res.get('workers', [res])
+        memory = ', '.join(
+            f'live {w["peak_live_bytes"] / mib:.0f} MiB / RSS '
+            f'{w["peak_rss_bytes"] / mib:.0f} MiB' for w in workers)
+        print(f'{names[mode]:40s} {res["images_per_s"]:8.2f} img/s '
+              f'{ratio:10s} per worker: {memory}')
+    if 'a' not in results:
+        return
+    model = build(args, device='meta')
+    bench = module_profile(model, args.image_size)
+    scaled_args = argparse.Namespace(**vars(args))
+    scaled_args.image_size = args.scale_image_size
+    target = module_profile(build(scaled_args, device='meta'),
+                            args.scale_image_size)
+    seconds = results['a']['module_seconds']
+    check = predict_scaling(
+        seconds, bench, bench, args.batch_size, args.batch_size, [2],
+        [float('inf')], aux_depth(args))
+    if 'c' in results:
+        print(f'scaling model at the measured size, P=2, no link cost: '
+              f'{check["pipeline"][0]["images_per_s"]:.2f} img/s '
+              f'(measured {results["c"]["images_per_s"]:.2f})')
+    results['scaling'] = predict_scaling(
+        seconds, bench, target, args.batch_size, args.scale_batch_size,
+        [2, 4, 8, 16], args.bandwidth, aux_depth(args))
+    scaling = results['scaling']
+    print(f'scaling model, {args.scale_image_size} px, batch '
+          f'{args.scale_batch_size} (device speed of (a)): sequential '
+          f'{scaling["sequential_images_per_s"]:.2f} img/s, BP 1 device '
+          f'{scaling["bp_images_per_s"]:.2f} img/s')
+    for row in scaling['pipeline']:
+        print(f'  P={row["stages"]:2d} link {row["bandwidth_gb_s"]:6.1f} '
+              f'GB/s: pipeline {row["images_per_s"]:8.2f} img/s '
+              f'({row["speedup_vs_sequential"]:.2f}x sequential, '
+              f'{row["time_vs_bp"]:.3f} of BP time, paper bound '
+              f'{scaling["paper_bound"]:.3f}); data-parallel BP '
+              f'{row["dp_bp_images_per_s"]:8.2f} img/s')
+
+
+if __name__ == '__main__':
+    main()
