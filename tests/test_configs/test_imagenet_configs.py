@@ -40,8 +40,10 @@ def test_config_builds(config):
         assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:]))
         expected_aux = 0 if model.rule == 'bp' else model.num_modules - 1
         assert model.num_aux == expected_aux
-        assert model.head.fc.out_features == cfg.model.get(
-            'num_classes', 1000)
+        # the network's own classifier predicts the config's classes
+        last_fc = [m for m in model.head.modules()
+                   if isinstance(m, torch.nn.Linear)][-1]
+        assert last_fc.out_features == cfg.model.get('num_classes', 1000)
         return
     pytest.importorskip('mmdet')
     scope = cfg.get('default_scope', 'mmdet')

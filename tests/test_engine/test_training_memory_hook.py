@@ -73,9 +73,10 @@ def test_memory_of_the_measured_iteration(tmp_path, keep_mib):
     assert result['grads'] * MIB == 68 * 4
     assert result['peak_rss'] >= result['before_rss']
     # the extra tensor, its product and its gradient are alive together
-    # before the step (3 x 96 MiB); without it almost nothing is
+    # before the step (3 x 96 MiB, of which the allocator may already hold
+    # some pages); without it almost nothing is
     if keep_mib:
-        assert 2 * keep_mib <= result['activation_rss'] <= 4 * keep_mib
+        assert 1.5 * keep_mib <= result['activation_rss'] <= 4 * keep_mib
     else:
         assert result['activation_rss'] < 32
     step, scalars = runner.visualizer.scalars[0]

@@ -41,8 +41,9 @@ def test_unknown_type_lists_near_matches(tiny_config, tmp_path):
     assert line.startswith(
         "error: model.aux_head.type: 'AugLocalAuxHaed' is not a registered "
         "model type (scope 'mmengine'); did you mean 'AugLocalAuxHead'?")
-    assert 'The model types of auglocal_det: AugLocalAuxHead, DGLAuxHead, ' \
-        'InfoProAuxHead, MLAANAuxHead, PredSimAuxHead' in line
+    assert 'The model types of auglocal_det: AugLocalAuxHead, ' \
+        'ComposedAuxHead, DGLAuxHead, InfoProAuxHead, MLAANAuxHead, ' \
+        'PredSimAuxHead' in line
 
 
 def test_unknown_type_error_leaves_other_key_errors():
