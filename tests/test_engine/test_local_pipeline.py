@@ -138,10 +138,10 @@ def job_config(data_root: str, work_dir: str, pipeline: bool,
 def _run_job(rank: int, data_root: str, work_dir: str, pipeline: bool,
              resume_from: str = None) -> dict:
     """Body of one process: run the job, return rank 0's metrics."""
-    from mmengine.runner import Runner
+    from auglocal_det.engine.runner import LocalRunner
 
     from auglocal_det.engine.hooks import ExportBackboneHook
-    runner = Runner.from_cfg(
+    runner = LocalRunner.from_cfg(
         job_config(data_root, work_dir, pipeline, resume_from))
     runner.train()
     export = [h for h in runner.hooks if isinstance(h, ExportBackboneHook)]
@@ -182,7 +182,7 @@ def assert_same_checkpoint(path: str, ref_path: str) -> None:
 
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory) -> str:
-    from auglocal_det.datasets import generate_imagenet_shapes
+    from auglocal_det.testing import generate_imagenet_shapes
     root = str(tmp_path_factory.mktemp('data') / 'tiny_imagenet')
     generate_imagenet_shapes(
         root, num_train_per_class=6, num_val_per_class=3, image_size=20,

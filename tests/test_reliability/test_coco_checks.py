@@ -160,8 +160,7 @@ def test_check_coco_tool(tmp_path, capsys):
 def test_truncated_annotation_file_is_named(tmp_path):
     """json's own message ("Expecting ',' delimiter: line 1 column ...")
     names no file; the dataset's does."""
-    _build(tmp_path, _coco(num_good=20))  # writes ann.json
-    path = osp.join(str(tmp_path), 'ann.json')
+    path = osp.join(str(tmp_path), _write(tmp_path, _coco(num_good=20)))
     with open(path) as f:
         text = f.read()
     with open(path, 'w') as f:
