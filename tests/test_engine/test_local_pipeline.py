@@ -138,9 +138,8 @@ def job_config(data_root: str, work_dir: str, pipeline: bool,
 def _run_job(rank: int, data_root: str, work_dir: str, pipeline: bool,
              resume_from: str = None) -> dict:
     """Body of one process: run the job, return rank 0's metrics."""
-    from auglocal_det.engine.runner import LocalRunner
-
     from auglocal_det.engine.hooks import ExportBackboneHook
+    from auglocal_det.engine.runner import LocalRunner
     runner = LocalRunner.from_cfg(
         job_config(data_root, work_dir, pipeline, resume_from))
     runner.train()
