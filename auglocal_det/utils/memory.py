@@ -467,11 +467,14 @@ def reset_peak_rss() -> None:
 
 
 def _proc_status_bytes(field_name: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field_name + ':'):
-                return int(line.split()[1]) * 1024
-    raise OSError(f'{field_name} not found in /proc/self/status')
+    # the one reader of /proc/self/status, also TrainingMemoryHook's
+    from auglocal_det.engine.hooks.training_memory_hook import (
+        read_proc_status,
+    )
+    value = read_proc_status((field_name, )).get(field_name)
+    if value is None:
+        raise OSError(f'{field_name} not found in /proc/self/status')
+    return value
 
 
 def peak_rss_bytes() -> int:

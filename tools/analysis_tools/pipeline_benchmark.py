@@ -126,25 +126,16 @@ def make_batch(args: argparse.Namespace, num_classes: int) -> dict:
         ])
 
 
-def _peak_rss() -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError('no VmHWM in /proc/self/status')
-
-
-def _clear_peak_rss() -> None:
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
-
-
 def _memory(step, model, optimizer) -> Dict[str, int]:
     """Steady-state peaks of one more iteration: RSS, then live tensors."""
-    from auglocal_det.utils.memory import LiveTensorTracker
-    _clear_peak_rss()
+    from auglocal_det.utils.memory import (
+        LiveTensorTracker,
+        peak_rss_bytes,
+        reset_peak_rss,
+    )
+    reset_peak_rss()
     step()
-    rss = _peak_rss()
+    rss = peak_rss_bytes()
     tracker = LiveTensorTracker(model, optimizer)
     with tracker:
         step()
@@ -247,7 +238,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     import tempfile
     args = parse_args(argv)
     # read by malloc at process start: set before the workers start
-    os.environ['MALLOC_MMAP_THRESHOLD_'] = '65536'
+    from auglocal_det.utils.memory import RSS_ENV
+    os.environ.update(RSS_ENV)
     results: Dict[str, Any] = dict(args=vars(args))
     with tempfile.TemporaryDirectory() as tmp:
         for mode, threads in (('a', 1), ('b', 2)):
