@@ -23,6 +23,18 @@ from auglocal_det.structures import ClsDataSample
 #: Classes and image size of the tiny classifiers built by the tests.
 NUM_CLASSES = 5
 IMAGE_SIZE = 16
+#: The data pipelines of the tiny ImageNet-style training jobs (16 px).
+TINY_TRAIN_PIPELINE = [
+    dict(type='LoadImageTensor'),
+    dict(type='RandomResizedCropTensor', size=16, scale=(0.35, 1.0)),
+    dict(type='RandomFlipTensor', prob=0.5),
+    dict(type='PackClsInputs'),
+]
+TINY_TEST_PIPELINE = [
+    dict(type='LoadImageTensor'),
+    dict(type='CenterCropTensor', size=16),
+    dict(type='PackClsInputs'),
+]
 
 _MODEL_CACHE: Dict[str, nn.Module] = {}
 

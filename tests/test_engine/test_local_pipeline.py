@@ -26,6 +26,8 @@ import torch
 import torch.distributed as dist
 from common_utils import (
     NUM_CLASSES,
+    TINY_TEST_PIPELINE,
+    TINY_TRAIN_PIPELINE,
     assert_same_state,
     build_ddp_model,
     make_batch,
@@ -65,17 +67,8 @@ def job_config(data_root: str, work_dir: str, pipeline: bool,
     runtime = Config.fromfile(
         osp.join(ROOT, 'configs/_base_/default_runtime.py'))
     cfg = Config(dict(runtime.to_dict(), **base.to_dict()))
-    train_pipeline = [
-        dict(type='LoadImageTensor'),
-        dict(type='RandomResizedCropTensor', size=16, scale=(0.35, 1.0)),
-        dict(type='RandomFlipTensor', prob=0.5),
-        dict(type='PackClsInputs'),
-    ]
-    test_pipeline = [
-        dict(type='LoadImageTensor'),
-        dict(type='CenterCropTensor', size=16),
-        dict(type='PackClsInputs'),
-    ]
+    train_pipeline = TINY_TRAIN_PIPELINE
+    test_pipeline = TINY_TEST_PIPELINE
     sampler = dict(type='DefaultSampler', shuffle=True)
     if pipeline:
         sampler = dict(type='PipelineSampler', num_stages=2, shuffle=True)

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 import pytest
 import torch
 import torch.nn as nn
+from common_utils import TINY_TEST_PIPELINE, TINY_TRAIN_PIPELINE
 from mmengine.model import BaseModel
 from torch.utils.data import Dataset
 
@@ -48,17 +49,8 @@ model = dict(
     aux_head=dict(type='AugLocalAuxHead', depth=2),
     num_classes=len(classes),
     image_size=16)
-train_pipeline = [
-    dict(type='LoadImageTensor'),
-    dict(type='RandomResizedCropTensor', size=16, scale=(0.35, 1.0)),
-    dict(type='RandomFlipTensor', prob=0.5),
-    dict(type='PackClsInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageTensor'),
-    dict(type='CenterCropTensor', size=16),
-    dict(type='PackClsInputs'),
-]
+train_pipeline = {train_pipeline!r}
+test_pipeline = {test_pipeline!r}
 train_dataloader = dict(
     batch_size=4,
     num_workers=0,
@@ -122,7 +114,9 @@ def tiny_config(tiny_data_root, tmp_path_factory) -> str:
             root=ROOT,
             classes=CLASSES,
             data_root=tiny_data_root,
-            max_epochs=MAX_EPOCHS))
+            max_epochs=MAX_EPOCHS,
+            train_pipeline=TINY_TRAIN_PIPELINE,
+            test_pipeline=TINY_TEST_PIPELINE))
     return str(path)
 
 
