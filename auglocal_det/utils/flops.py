@@ -179,7 +179,6 @@ def count_forward_flops(model: nn.Module,
         batch_size, 3, height, width, device=device, dtype=param.dtype)
     batch = AuxBatch(
         labels=torch.zeros(batch_size, dtype=torch.long, device=device),
-        inputs=inputs,
         images=model.unnormalize(inputs))
     training = model.training
     model.eval()

@@ -97,8 +97,9 @@ def test_same_weights_as_local_optim_wrapper(kind, rule):
     _train(ref, ref_wrapper)
     _train(model, wrapper)
     _assert_same_state(model, ref)
-    # the only grads-ready hook left after the iteration is the update
-    assert wrapper._grads_ready_hooks == [wrapper.update_module]
+    # the only hook left after the iteration is the update (grads-final)
+    assert wrapper._grads_final_hooks == [wrapper.update_module]
+    assert not wrapper._grads_ready_hooks and wrapper._reducer is None
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -162,14 +163,33 @@ def test_refuses_global_norm_and_accumulation():
             _optimizer(model, 'sgd'), accumulative_counts=2)
 
 
-def test_refuses_data_parallel():
+def test_updates_wait_for_the_gradient_reducer():
+    """With a reducer registered, a module is updated when the reducer
+    reports it final, not when its backward returns."""
     model = _model()
     wrapper = LayerwiseLocalOptimWrapper(_optimizer(model, 'sgd'))
-    target = ('auglocal_det.engine.optim_wrappers.layerwise_optim_wrapper.'
-              'get_world_size')
-    with mock.patch(target, return_value=2):
-        with pytest.raises(RuntimeError, match='all-reduce'):
+    held: List[list] = []
+    steps = mock.patch.object(
+        wrapper, '_step_subset', wraps=wrapper._step_subset)
+
+    def reducer(params):
+        held.append(params)
+        if len(held) == 3:  # report the first two modules late
+            for group in held[:2]:
+                wrapper.grads_final(group)
+
+    with steps as step, wrapper.gradient_reducer(reducer):
+        with pytest.raises(RuntimeError, match='registered already'):
+            with wrapper.gradient_reducer(reducer):
+                pass
+        with wrapper.pre_step_hook(
+                lambda: [wrapper.grads_final(g) for g in held[2:]]):
             model.train_step(_batch(0), wrapper)
+        assert step.call_count == model.num_modules
+    ref = _model()
+    _train(ref, LocalOptimWrapper(_optimizer(ref, 'sgd')), iters=1)
+    _assert_same_state(model, ref)
+    assert wrapper._reducer is None
 
 
 def test_nonfinite_loss_stops_before_updating_that_module():

@@ -27,7 +27,10 @@ from mmengine.optim import OptimWrapper
 
 import auglocal_det  # noqa: F401  (registers the components)
 from auglocal_det.engine.model_wrappers import LocalDistributedDataParallel
-from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
+from auglocal_det.engine.optim_wrappers import (
+    LayerwiseLocalOptimWrapper,
+    LocalOptimWrapper,
+)
 from auglocal_det.structures import ClsDataSample
 
 WORLD_SIZE = 2
@@ -124,6 +127,57 @@ def test_two_processes_equal_one_process(tmp_path):
         assert reports[NUM_ITERS] == {}
 
 
+def _layerwise_worker(rank: int) -> dict:
+    """The same replicas trained with the one step at the end and with
+    the per-module step; then an iteration whose last loss is NaN on
+    rank 1 only."""
+    per_rank = GLOBAL_BATCH // WORLD_SIZE
+    states = {}
+    for kind in (LocalOptimWrapper, LayerwiseLocalOptimWrapper):
+        model = build_model(seed=rank)
+        step_model = wrap_local_ddp(model)
+        wrapper = kind(sgd(model))
+        for it in range(NUM_ITERS):
+            data = make_batch(it, rank * per_rank, (rank + 1) * per_rank)
+            step_model.train_step(data, wrapper)
+        states[kind.__name__] = copy.deepcopy(model.state_dict())
+    before = copy.deepcopy(model.state_dict())
+    if rank == 1:
+        model.backbone.layer3[-1].register_forward_hook(
+            lambda module, args, out: out * float('nan'))
+    data = make_batch(NUM_ITERS, rank * per_rank, (rank + 1) * per_rank)
+    try:
+        step_model.train_step(data, wrapper)
+        error = None
+    except FloatingPointError as exc:
+        error = str(exc)
+    return dict(states=states, before=before, after=model.state_dict(),
+                error=error, grads=[p.grad for p in model.parameters()])
+
+
+def test_layerwise_step_under_data_parallel(tmp_path):
+    """LayerwiseLocalOptimWrapper under LocalDistributedDataParallel
+    updates each module once its all-reduce has finished: the same
+    weights, bit for bit, as the one step at the end of the iteration."""
+    results = run_gloo_processes(_layerwise_worker, WORLD_SIZE, tmp_path)
+    for result in results:
+        plain = result['states']['LocalOptimWrapper']
+        layerwise = result['states']['LayerwiseLocalOptimWrapper']
+        for name, value in plain.items():
+            assert torch.equal(value, layerwise[name]), name
+    for name, value in results[0]['after'].items():
+        assert torch.equal(value, results[1]['after'][name]), name
+    # a NaN loss on one rank: every rank stops, naming the module, the
+    # modules before it updated alike everywhere, that one nowhere
+    for result in results:
+        assert result['error'] and 'local module' in result['error']
+        assert not torch.equal(result['after']['backbone.conv1.weight'],
+                               result['before']['backbone.conv1.weight'])
+        assert torch.equal(result['after']['head.fc.weight'],
+                           result['before']['head.fc.weight'])
+        assert all(g is None for g in result['grads'])
+
+
 # ------------------------------------------------- single-process checks
 class _DoneWork:
 
@@ -181,6 +235,7 @@ def test_bookkeeping(fake_dist):
     assert ddp.last_reduction['num_buckets'] == 2
     # the hooks are registered for the step only
     assert not wrapper._grads_ready_hooks and not wrapper._pre_step_hooks
+    assert wrapper._reducer is None
 
     twice = _TwoLayer(lambda m: [m.a.parameters(), [m.a.weight]])
     with pytest.raises(RuntimeError, match='twice'):

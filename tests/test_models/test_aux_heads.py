@@ -400,7 +400,6 @@ def test_loss_from_config(r32_specs, cfg):
     feat = torch.randn(4, 32, 16, 16, requires_grad=True)
     batch = AuxBatch(
         labels=torch.tensor([0, 3, 3, 9]),
-        inputs=torch.randn(4, 3, 32, 32),
         images=torch.rand(4, 3, 32, 32))
     losses, logits = head.loss(feat, batch)
     assert losses and all(k.startswith('loss') for k in losses)

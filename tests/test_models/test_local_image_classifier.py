@@ -367,6 +367,32 @@ def test_graph_freed_before_next_module(rule):
         watch.remove()
 
 
+@pytest.mark.parametrize('rule', ['auglocal_d2', 'infopro'])
+def test_network_input_freed_after_first_module(rule):
+    """train_step lets go of the preprocessed batch once module 0 has
+    consumed it (InfoPro's head has made its [0, 1] copy by then); the
+    summed-loss path, whose caller holds the batch, is the control."""
+    model = build(rule)
+    module_1 = model.backbone.local_layers()[model.module_ranges[1][0]]
+    refs, alive = [], []
+    hooks = [
+        model.data_preprocessor.register_forward_hook(
+            lambda module, args, out: refs.append(weakref.ref(
+                out['inputs']))),
+        module_1.register_forward_pre_hook(
+            lambda module, args: alive.append(refs[-1]() is not None)),
+    ]
+    try:
+        model.train_step(make_batch(4), LocalOptimWrapper(sgd(model)))
+        assert alive == [False]
+        data = model.data_preprocessor(make_batch(4), True)
+        model(**data, mode='loss')
+        assert alive == [False, True]
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 # --------------------------------------------------------------------- AMP
 def test_amp_train_step_counts():
     model = build('auglocal_d2')

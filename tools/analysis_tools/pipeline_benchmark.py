@@ -12,11 +12,17 @@ each in fresh processes:
 - (c) ``LocalPipelineParallel``, 2 processes (gloo) x 1 thread, balanced
   by FLOPs.
 
-For each: images/s over ``--iters`` iterations after ``--warmup``; then one
-more iteration for memory, per worker: the peak of live tensor bytes
+For each: images/s over ``--iters`` iterations after ``--warmup`` (with
+``--rounds R``, the median of R runs, the cases interleaved), and,
+in other processes of the same case, the memory per worker of one
+iteration after a warm-up one: the peak of live tensor bytes
 (``LiveTensorTracker``) and the process's peak resident memory (VmHWM after
-writing 5 to /proc/self/clear_refs, with MALLOC_MMAP_THRESHOLD_=65536),
-both in steady state (optimizer state alive). The ratios of (c) and (b) to
+writing 5 to /proc/self/clear_refs), both in steady state (optimizer state
+alive). The memory processes run with MALLOC_MMAP_THRESHOLD_=65536, so
+that freed tensors leave the resident set; the timed ones run without it:
+with it every allocation above 64 KiB is a fresh mapping whose pages the
+kernel zeroes on first touch, which about halves the speed of these small
+steps and would time the kernel rather than the training. The ratios of (c) and (b) to
 (a) are measured in the same run. The per-module times of (a) feed the
 scaling model (``--scale-*``): predicted images/s of a P-stage pipeline
 for P = 2, 4, 8, 16 at the target size, next to sequential local training,
@@ -35,7 +41,8 @@ import json
 import os
 import os.path as osp
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.multiprocessing as mp
@@ -76,6 +83,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--bandwidth', type=float, nargs='+', default=[12.5, 100.],
         help='link bandwidths of the scaling model, GB/s (defaults: 100 Gb '
         'Ethernet, and an NVLink-class link)')
+    parser.add_argument(
+        '--balance', nargs='+', default=['auto'], metavar='B',
+        help="stages of (c): 'auto' (the wrapper's split by FLOPs, the "
+        "default), 'time' (the split that balances the per-module times "
+        "measured in (a), each with its share of the optimizer step) or the "
+        "local modules of the two stages")
+    parser.add_argument(
+        '--rounds', type=int, default=1,
+        help='time every case this many times, the cases interleaved; '
+        'images/s is the median')
     parser.add_argument('--out', help='write the results as JSON')
     return parser.parse_args(argv)
 
@@ -143,7 +160,7 @@ def _memory(step, model, optimizer) -> Dict[str, int]:
 
 
 def _sequential(rank: int, args: argparse.Namespace, threads: int,
-                out: str) -> None:
+                out: str, measure: str) -> None:
     import time
 
     from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
@@ -153,42 +170,53 @@ def _sequential(rank: int, args: argparse.Namespace, threads: int,
         torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
                         nesterov=True, weight_decay=1e-4))
     data = make_batch(args, model.num_classes)
+    if measure == 'memory':
+        model.train_step(data, wrapper)  # the optimizer state
+        torch.save(
+            _memory(lambda: model.train_step(data, wrapper), model,
+                    wrapper.optimizer), out)
+        return
     for _ in range(args.warmup):
         model.train_step(data, wrapper)
     start = time.perf_counter()
     for _ in range(args.iters):
         model.train_step(data, wrapper)
     seconds = time.perf_counter() - start
-    result = dict(
-        images_per_s=args.iters * args.batch_size / seconds,
-        module_seconds=_module_times(model, data, wrapper),
-        **_memory(lambda: model.train_step(data, wrapper), model,
-                  wrapper.optimizer))
-    torch.save(result, out)
+    module_seconds, step_seconds = _module_times(model, data, wrapper)
+    torch.save(
+        dict(images_per_s=args.iters * args.batch_size / seconds,
+             module_seconds=module_seconds,
+             module_step_seconds=step_seconds), out)
 
 
-def _module_times(model, data, wrapper) -> List[float]:
-    """Seconds of every local step (forward, loss and backward)."""
+def _module_times(model, data, wrapper) -> Tuple[List[float], List[float]]:
+    """Seconds of every local step (forward, loss and backward), and every
+    module's share of the optimizer step (the step's time split by
+    parameter count)."""
     import time
     batch_data = model.data_preprocessor(data, True)
-    inputs = batch_data['inputs']
+    inputs = batch_data.pop('inputs')
     batch = model._aux_batch(inputs, batch_data['data_samples'])
-    times = []
+    times, numels = [], []
     steps = model.local_steps(inputs, batch)
+    del inputs
     while True:
         start = time.perf_counter()
         step = next(steps, None)
         if step is None:
             break
         wrapper.backward(step.loss, params=step.params, name=step.name)
+        numels.append(sum(p.numel() for p in step.params))
         del step
         times.append(time.perf_counter() - start)
+    start = time.perf_counter()
     wrapper.finish_iteration()
-    return times
+    step_time = time.perf_counter() - start
+    return times, [step_time * n / sum(numels) for n in numels]
 
 
 def _pipeline_worker(rank: int, args: argparse.Namespace, port: int,
-                     out_dir: str) -> None:
+                     out_dir: str, measure: str) -> None:
     import time
 
     import torch.distributed as dist
@@ -201,30 +229,36 @@ def _pipeline_worker(rank: int, args: argparse.Namespace, port: int,
         'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
         world_size=2)
     model = build(args)
-    pipe = LocalPipelineParallel(model, num_stages=2, standalone=True)
+    pipe = LocalPipelineParallel(
+        model, num_stages=2, balance=args.stage_balance,
+        standalone=True)
     wrapper = LocalOptimWrapper(
         torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
                         nesterov=True, weight_decay=1e-4))
     data = make_batch(args, model.num_classes) if rank == 0 else None
-    for _ in range(args.warmup):
-        pipe.train_step(data, wrapper)
-    pipe.flush()
-    dist.barrier()
-    start = time.perf_counter()
-    for _ in range(args.iters):
-        pipe.train_step(data, wrapper)
-    pipe.flush()
-    seconds = time.perf_counter() - start  # the last stage ends last
-    result = dict(
-        images_per_s=args.iters * args.batch_size / seconds,
-        sizes=pipe.sizes,
-        predicted_efficiency=pipe.efficiency,
-        **_memory(lambda: pipe.train_step(data, wrapper), model,
-                  wrapper.optimizer))
+    result: Dict[str, Any] = dict(
+        sizes=pipe.sizes, predicted_efficiency=pipe.efficiency)
+    if measure == 'memory':
+        pipe.train_step(data, wrapper)  # the optimizer state
+        pipe.flush()
+        result.update(
+            _memory(lambda: pipe.train_step(data, wrapper), model,
+                    wrapper.optimizer))
+    else:
+        for _ in range(args.warmup):
+            pipe.train_step(data, wrapper)
+        pipe.flush()
+        dist.barrier()
+        start = time.perf_counter()
+        for _ in range(args.iters):
+            pipe.train_step(data, wrapper)
+        pipe.flush()
+        seconds = time.perf_counter() - start  # the last stage ends last
+        result['images_per_s'] = args.iters * args.batch_size / seconds
     pipe.drain_logs()
     pipe.close()
     dist.destroy_process_group()
-    torch.save(result, osp.join(out_dir, f'rank{rank}.pth'))
+    torch.save(result, osp.join(out_dir, f'{measure}{rank}.pth'))
 
 
 def _free_port() -> int:
@@ -234,39 +268,105 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextmanager
+def _environment(values: Dict[str, Optional[str]]) -> Iterator[None]:
+    """Set (or, for None, remove) environment variables for the processes
+    started inside; malloc reads its variables at process start."""
+    saved = {key: os.environ.get(key) for key in values}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    import statistics
     import tempfile
     args = parse_args(argv)
-    # read by malloc at process start: set before the workers start
     from auglocal_det.utils.memory import RSS_ENV
-    os.environ.update(RSS_ENV)
+    environments = dict(
+        time={key: None for key in RSS_ENV}, memory=dict(RSS_ENV))
+    modes = [m for m in ('a', 'b', 'c') if m in args.modes]
     results: Dict[str, Any] = dict(args=vars(args))
+    for mode in modes:
+        results[mode] = dict(rounds=[])
     with tempfile.TemporaryDirectory() as tmp:
-        for mode, threads in (('a', 1), ('b', 2)):
-            if mode not in args.modes:
-                continue
-            out = osp.join(tmp, f'{mode}.pth')
-            mp.spawn(_sequential, args=(args, threads, out), nprocs=1)
-            results[mode] = torch.load(out, weights_only=False)
+
+        def run(mode: str, measure: str) -> Dict[str, Any]:
+            with _environment(environments[measure]):
+                if mode == 'c':
+                    mp.spawn(_pipeline_worker,
+                             args=(args, _free_port(), tmp, measure),
+                             nprocs=2)
+                    ranks = [
+                        torch.load(osp.join(tmp, f'{measure}{r}.pth'),
+                                   weights_only=False) for r in range(2)
+                    ]
+                    # the last stage ends last
+                    return dict(ranks[1], workers=ranks)
+                out = osp.join(tmp, f'{mode}_{measure}.pth')
+                mp.spawn(_sequential,
+                         args=(args, 1 if mode == 'a' else 2, out, measure),
+                         nprocs=1)
+                return torch.load(out, weights_only=False)
+
+        # rounds interleave the cases, so that a change in the machine's
+        # load hits all of them alike
+        for _ in range(args.rounds):
+            for mode in modes:
+                if mode == 'c' and not hasattr(args, 'stage_balance'):
+                    args.stage_balance = _stage_balance(args, results)
+                res = run(mode, 'time')
+                results[mode]['rounds'].append(res['images_per_s'])
+                for key in ('module_seconds', 'module_step_seconds',
+                            'sizes', 'predicted_efficiency'):
+                    if key in res:
+                        results[mode].setdefault(key, res[key])
+                _save(args, results)
+        for mode in modes:
+            res = results[mode]
+            res['images_per_s'] = statistics.median(res['rounds'])
+            memory = run(mode, 'memory')
+            workers = memory.get('workers', [memory])
+            res['workers'] = [{
+                k: w[k]
+                for k in ('peak_rss_bytes', 'peak_live_bytes')
+            } for w in workers]
             _save(args, results)
-        if 'c' in args.modes:
-            mp.spawn(_pipeline_worker, args=(args, _free_port(), tmp),
-                     nprocs=2)
-            ranks = [
-                torch.load(osp.join(tmp, f'rank{r}.pth'), weights_only=False)
-                for r in range(2)
-            ]
-            results['c'] = dict(
-                images_per_s=ranks[1]['images_per_s'],
-                sizes=ranks[0]['sizes'],
-                predicted_efficiency=ranks[0]['predicted_efficiency'],
-                workers=[{
-                    k: r[k]
-                    for k in ('peak_rss_bytes', 'peak_live_bytes')
-                } for r in ranks])
     report(args, results)
     _save(args, results)
     return results
+
+
+def _stage_balance(args: argparse.Namespace,
+                   results: Dict[str, Any]) -> Any:
+    """The ``balance`` argument of the wrapper for ``--balance``."""
+    if args.balance == ['auto']:
+        return 'auto'
+    if args.balance == ['time']:
+        if 'a' not in results:
+            raise SystemExit('--balance time needs the per-module times '
+                             'of (a): include a in --modes')
+        from auglocal_det.engine.model_wrappers import balance_stages
+        costs = [
+            t + u for t, u in zip(results['a']['module_seconds'],
+                                  results['a']['module_step_seconds'])
+        ]
+        return balance_stages(costs, 2)[0]
+    try:
+        return [int(n) for n in args.balance]
+    except ValueError:
+        raise SystemExit("--balance takes 'auto', 'time' or two module "
+                         f'counts, got {" ".join(args.balance)}') from None
 
 
 def _save(args: argparse.Namespace, results: Dict[str, Any]) -> None:
@@ -295,8 +395,16 @@ def report(args: argparse.Namespace, results: Dict[str, Any]) -> None:
         memory = ', '.join(
             f'live {w["peak_live_bytes"] / mib:.0f} MiB / RSS '
             f'{w["peak_rss_bytes"] / mib:.0f} MiB' for w in workers)
-        print(f'{names[mode]:40s} {res["images_per_s"]:8.2f} img/s '
+        spread = (f' ({min(res["rounds"]):.2f}-{max(res["rounds"]):.2f})'
+                  if len(res.get('rounds', [])) > 1 else '')
+        print(f'{names[mode]:40s} {res["images_per_s"]:8.2f} img/s{spread} '
               f'{ratio:10s} per worker: {memory}')
+    if 'c' in results:
+        sizes = results['c']['sizes']
+        print(f'(c) stages: modules 0..{sizes[0] - 1} and {sizes[0]}..'
+              f'{sum(sizes) - 1} (--balance {" ".join(args.balance)}, '
+              f'FLOPs efficiency '
+              f'{results["c"]["predicted_efficiency"]:.1%})')
     if 'a' not in results:
         return
     model = build(args, device='meta')

@@ -9,13 +9,16 @@ therefore does not wrap the network in ``DistributedDataParallel``. It
 keeps the replicas identical by other means:
 
 1. At construction it broadcasts all parameters and buffers from rank 0.
-2. During ``train_step`` it registers a grads-ready hook on the optimizer
-   wrapper (:meth:`LocalOptimWrapper.grads_ready_hook`). The wrapper calls
-   it after every ``backward(loss, params=...)`` with the parameters whose
+2. During ``train_step`` it is the optimizer wrapper's gradient reducer
+   (:meth:`LocalOptimWrapper.gradient_reducer`). The wrapper calls it
+   after every ``backward(loss, params=...)`` with the parameters whose
    gradients that loss made final (``LocalImageClassifier`` passes each
    local module's parameters and its head's). Each call flattens those
    gradients into one bucket and starts an asynchronous all-reduce, which
-   runs while the model computes its next modules.
+   runs while the model computes its next modules. A finished bucket's
+   averaged gradients are written back and reported to
+   :meth:`LocalOptimWrapper.grads_final` (where
+   ``LayerwiseLocalOptimWrapper`` updates the module and frees them).
 3. Before the optimizer step (a pre-step hook of
    :class:`~auglocal_det.engine.optim_wrappers.LocalOptimWrapper`), it
    reduces any trainable parameter the model has not reported, waits for all
@@ -143,6 +146,7 @@ class LocalDistributedDataParallel(nn.Module):
         self._reduced: Dict[int, int] = {}
         self._pending: List[_Bucket] = []
         self._late: List[str] = []
+        self._optim_wrapper: Optional[LocalOptimWrapper] = None
         self.last_reduction: Dict[str, Any] = {}
         self._broadcast(list(module.parameters()) +
                         list(module.buffers()))
@@ -168,7 +172,7 @@ class LocalDistributedDataParallel(nn.Module):
     def grads_ready(self, params: Iterable[nn.Parameter]) -> None:
         """Start the all-reduce of gradients that are final.
 
-        The grads-ready hook this wrapper registers on the optimizer wrapper
+        The gradient reducer this wrapper registers on the optimizer wrapper
         during ``train_step``.
 
         Args:
@@ -212,10 +216,13 @@ class LocalDistributedDataParallel(nn.Module):
             self._num_buckets += 1
 
     def _collect(self, block: bool) -> None:
-        """Write back finished buckets (all of them when ``block``)."""
+        """Write back finished buckets (all of them when ``block``) and
+        report their parameters' gradients final."""
         while self._pending and (block
                                  or self._pending[0].work.is_completed()):
-            self._pending.pop(0).finish(self.world_size)
+            bucket = self._pending.pop(0)
+            bucket.finish(self.world_size)
+            self._optim_wrapper.grads_final(bucket.params)
 
     def _finish_iteration(self) -> None:
         """Pre-step hook: reduce what is left and wait for everything."""
@@ -251,8 +258,9 @@ class LocalDistributedDataParallel(nn.Module):
         self._pending = []
         self._num_buckets = 0
         self._finished = False
+        self._optim_wrapper = optim_wrapper
         try:
-            with optim_wrapper.grads_ready_hook(self.grads_ready), \
+            with optim_wrapper.gradient_reducer(self.grads_ready), \
                     optim_wrapper.pre_step_hook(self._finish_iteration):
                 yield
         finally:
@@ -260,6 +268,7 @@ class LocalDistributedDataParallel(nn.Module):
             for bucket in pending:  # only after an exception
                 bucket.work.wait()
             self._sync = False
+            self._optim_wrapper = None
         if not self._finished:
             raise RuntimeError(
                 "the model's train_step returned without calling "

@@ -255,6 +255,7 @@ class LocalPipelineParallel(nn.Module):
                 process_group=self.stage_group), )
         self._log_keys: Optional[List[List[str]]] = None
         self._pending_logs: List[Tuple[Any, torch.Tensor]] = []
+        self._log_recvs: Dict[int, List[Tuple[Any, torch.Tensor]]] = {}
         self._log_iter = 0
         self._iteration = 0
         if rank == 0:
@@ -351,10 +352,7 @@ class LocalPipelineParallel(nn.Module):
     @staticmethod
     def _images_needed(model: nn.Module, modules: range) -> bool:
         """Whether a head after this stage reads the [0, 1] images."""
-        from auglocal_det.models.aux_heads.infopro import InfoProAuxHead
-        later = range(modules.stop, model.num_aux)
-        return any(isinstance(model.aux_heads[j], InfoProAuxHead)
-                   for j in later)
+        return model.reads_images(range(modules.stop, model.num_aux))
 
     # ------------------------------------------------------------ messages
     def _listen(self) -> None:
@@ -564,16 +562,18 @@ class LocalPipelineParallel(nn.Module):
         if self.stage == 0:
             with optim_wrapper.optim_context(model):
                 data = model.data_preprocessor(data, True)
-            inputs = data['inputs']
+            inputs = data.pop('inputs')
             batch = model._aux_batch(inputs, data['data_samples'])
         else:
             received = self._recv(self._prev, _TAG_TRAIN, device)
             inputs, labels = received[0], received[1]
             images = received[2] if len(received) > 2 else None
             batch = AuxBatch(labels=labels, images=images)
+            del received, images
         log_vars: Dict[str, torch.Tensor] = OrderedDict(loss=None)
         total = inputs.new_zeros((), dtype=torch.float32)
         steps = model.local_steps(inputs, batch, modules=self.modules)
+        del inputs  # held by the stage's first module only while needed
         while True:
             with optim_wrapper.optim_context(model):
                 step = next(steps, None)
@@ -598,11 +598,14 @@ class LocalPipelineParallel(nn.Module):
     def _gather_logs(self, log_vars: Dict[str, Any]) -> Dict[str, Any]:
         """Bring the log variables of replica 0's stages to rank 0.
 
-        Stage s sends its values of every iteration to rank 0, which adds
-        those of iteration t - s to its own of iteration t (the latest that
-        stage has surely finished), so the log shows every module's loss
-        and accuracy without making rank 0 wait for the pipeline to drain.
-        The keys travel once, on the first iteration.
+        Stage s sends its values of every iteration to rank 0, which posts
+        the receive at once and adds the values of iteration
+        t - s * (max_in_flight + 1) to its own of iteration t: stage s can
+        be that far behind the first stage when the sends are not holding
+        the first stage back, so the log shows every module's loss and
+        accuracy without making rank 0 wait for the other stages (a wait
+        that would couple the stages tighter than the sends do). The keys
+        travel once, on the first iteration.
         """
         if self.replica != 0 or self.num_stages == 1:
             return log_vars
@@ -630,15 +633,22 @@ class LocalPipelineParallel(nn.Module):
         out = OrderedDict(log_vars)
         total = log_vars['loss'].detach().float().cpu()
         for s in range(1, self.num_stages):
-            if self._log_iter - s < 1:
-                continue  # stage s has not finished an iteration yet
             stage_keys = self._log_keys[s]
             buf = torch.zeros(len(stage_keys) + 1)
-            self._wait(dist.irecv(buf, s, group=self._ctrl, tag=_TAG_LOG))
+            self._log_recvs.setdefault(s, []).append(
+                (dist.irecv(buf, s, group=self._ctrl, tag=_TAG_LOG), buf))
+            if self._log_iter - self._log_lag(s) < 1:
+                continue  # the values of an earlier iteration come later
+            work, buf = self._log_recvs[s].pop(0)
+            self._wait(work)
             out.update(zip(stage_keys, buf[:-1]))
             total = total + buf[-1]
         out['loss'] = total
         return out
+
+    def _log_lag(self, stage: int) -> int:
+        """Iterations by which rank 0's log trails stage ``stage``'s."""
+        return stage * (self.max_in_flight + 1)
 
     def drain_logs(self) -> None:
         """Receive the log messages of the last iterations (rank 0), and
@@ -651,11 +661,10 @@ class LocalPipelineParallel(nn.Module):
                 self._wait(work)
             self._pending_logs = []
             return
-        for s in range(1, self.num_stages):
-            for _ in range(min(s, self._log_iter)):
-                buf = torch.zeros(len(self._log_keys[s]) + 1)
-                self._wait(
-                    dist.irecv(buf, s, group=self._ctrl, tag=_TAG_LOG))
+        for recvs in self._log_recvs.values():
+            for work, _ in recvs:
+                self._wait(work)
+        self._log_recvs = {}
         self._log_iter = 0
 
     # ---------------------------------------------------------- validation

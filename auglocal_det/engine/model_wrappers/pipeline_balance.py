@@ -48,7 +48,6 @@ def module_profile(model: nn.Module,
         inputs = torch.randn(1, 3, height, width, device=param.device)
     batch = AuxBatch(
         labels=torch.zeros(1, dtype=torch.long, device=param.device),
-        inputs=inputs,
         images=model.unnormalize(inputs))
     profile: Dict[str, Any] = dict(
         step_flops=[], module_flops=[], out_bytes=[])

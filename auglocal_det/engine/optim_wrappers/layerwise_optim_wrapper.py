@@ -98,8 +98,12 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
     The model reports, with each :meth:`backward`, the parameters whose
     gradients that loss made final (``LocalImageClassifier.train_step``
     passes a module's parameters and its head's). The per-module update is
-    a grads-ready hook of this wrapper, registered at construction, so it
-    runs right after the backward. Parameters never reported are updated by
+    a grads-final hook of this wrapper, registered at construction, so it
+    runs right after the backward in one process, and, under
+    ``LocalDistributedDataParallel``, as soon as the module's gradient
+    all-reduce has finished (the update is then that of the averaged
+    gradients, as the one step of :class:`LocalOptimWrapper` would make
+    it). Parameters never reported are updated by
     the usual step in :meth:`finish_iteration`, so a model that reports
     nothing trains exactly as with :class:`LocalOptimWrapper` (without the
     memory saving).
@@ -158,9 +162,9 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
         self._subsets: Dict[Tuple[int, ...], _SubsetOptimizer] = {}
         self._num_layerwise_steps = 0
         self._num_checked = 0
-        # the update is the first grads-ready hook: it runs before any hook
-        # registered later (data-parallel training is refused below)
-        self._grads_ready_hooks.append(self.update_module)
+        # the update is the first grads-final hook: it sees the gradients
+        # once they are final and, under data parallelism, averaged
+        self._grads_final_hooks.append(self.update_module)
 
     @property
     def num_layerwise_steps(self) -> int:
@@ -171,27 +175,17 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
     def update_module(self, params: Iterable[nn.Parameter]) -> None:
         """Update ``params`` now and free their gradients.
 
-        The grads-ready hook of this wrapper; :meth:`backward` calls it
-        with the parameters a loss made final. Parameters without a
-        gradient are skipped.
+        The grads-final hook of this wrapper: :meth:`grads_final` calls it
+        with the parameters whose gradients are final (and averaged over
+        the processes). Parameters without a gradient are skipped.
 
         Args:
             params (Iterable[Parameter]): The parameters.
-
-        Raises:
-            RuntimeError: Under data-parallel training, where a gradient is
-                final only after its all-reduce.
         """
         params = [p for p in params if p.grad is not None]
         if not params:
             return
-        if get_world_size() > 1:
-            raise RuntimeError(
-                f'{type(self).__name__} updates a module as soon as its '
-                'local backward returns, but under data-parallel training '
-                'its gradient is final only after the all-reduce; use '
-                'LocalOptimWrapper with several processes')
-        if self._losses_finite():
+        if self._update_is_finite(params):
             key = tuple(id(p) for p in params)
             subset = self._subsets.get(key)
             if subset is None:
@@ -201,6 +195,22 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
             self._num_layerwise_steps += 1
         for param in params:
             param.grad = None
+
+    def _update_is_finite(self, params: List[nn.Parameter]) -> bool:
+        """Whether to update ``params`` (see :meth:`_losses_finite`).
+
+        Under data-parallel training every process decides alike, from the
+        averaged gradients (a non-finite loss anywhere makes them
+        non-finite everywhere); in one process, from the losses.
+        """
+        if get_world_size() > 1:
+            self._num_checked = len(self._finite_flags)
+            if not self.check_finite:
+                return True
+            return bool(
+                torch.stack([torch.isfinite(p.grad).all()
+                             for p in params]).all())
+        return self._losses_finite()
 
     def _losses_finite(self) -> bool:
         """Whether the losses back-propagated since the last update are
@@ -303,7 +313,7 @@ class AmpLayerwiseLocalOptimWrapper(LayerwiseLocalOptimWrapper,
         super().__init__(*args, **kwargs)
         self._scaler_stepped = False
 
-    def _losses_finite(self) -> bool:
+    def _update_is_finite(self, params: List[nn.Parameter]) -> bool:
         """Always True: the loss scaler checks every module's gradients
         before its update anyway (a non-finite loss gives non-finite
         gradients), and :meth:`finish_iteration` counts the non-finite

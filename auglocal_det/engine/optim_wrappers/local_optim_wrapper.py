@@ -14,9 +14,13 @@ scale K times. The wrappers here separate the two:
   iteration counter does not move. The caller passes ``params``, the
   parameters whose gradients this loss made final for the iteration; right
   after autograd returns, the wrapper calls every *grads-ready hook* with
-  them (:meth:`LocalOptimWrapper.grads_ready_hook`: the data-parallel
-  wrapper starts its all-reduce there, the layer-wise wrapper updates the
-  module).
+  them (:meth:`LocalOptimWrapper.grads_ready_hook`), then hands them to the
+  *gradient reducer* if there is one (:meth:`LocalOptimWrapper.
+  gradient_reducer`: the data-parallel wrapper starts its all-reduce), which
+  reports them to :meth:`LocalOptimWrapper.grads_final` when the reduction
+  has finished; without a reducer they go there at once. The *grads-final
+  hooks* run there (:meth:`LocalOptimWrapper.grads_final_hook`: the
+  layer-wise wrapper updates the module).
 - :meth:`LocalOptimWrapper.finish_iteration` ends the iteration: it runs the
   pre-step hooks (the distributed wrapper waits for its gradient all-reduce
   there), advances the counter once and, when an update is due, performs
@@ -146,6 +150,8 @@ class LocalOptimWrapper(OptimWrapper):
             **kwargs)
         self._pre_step_hooks: List[PreStepHook] = []
         self._grads_ready_hooks: List[GradsReadyHook] = []
+        self._grads_final_hooks: List[GradsReadyHook] = []
+        self._reducer: Optional[GradsReadyHook] = None
         self._num_backward = 0
         self.check_finite = check_finite
         self.nonfinite_patience = nonfinite_patience
@@ -178,8 +184,10 @@ class LocalOptimWrapper(OptimWrapper):
                 gradients are final for the iteration once this loss has
                 been back-propagated (a local module and its auxiliary
                 head). Every grads-ready hook is called with them, in the
-                order the hooks were registered. Defaults to None: no hook
-                is called.
+                order the hooks were registered; then they go to the
+                gradient reducer if one is registered (it calls
+                :meth:`grads_final` once they are reduced), or straight to
+                :meth:`grads_final`. Defaults to None: no hook is called.
             name (str, optional): What the loss trains, e.g. ``'local
                 module 3 (layer1.2)'``, named if the loss is not finite.
                 Defaults to None.
@@ -195,6 +203,24 @@ class LocalOptimWrapper(OptimWrapper):
             params = list(params)
             for hook in list(self._grads_ready_hooks):
                 hook(params)
+            if self._reducer is not None:
+                self._reducer(params)
+            else:
+                self.grads_final(params)
+
+    def grads_final(self, params: List[torch.nn.Parameter]) -> None:
+        """Call the grads-final hooks: the gradients of ``params`` are
+        final for the iteration and reduced over the processes.
+
+        :meth:`backward` calls it directly without a gradient reducer; a
+        reducer (:meth:`gradient_reducer`) calls it when a reduction has
+        finished, at the latest in its pre-step hook.
+
+        Args:
+            params (list[Parameter]): The parameters.
+        """
+        for hook in list(self._grads_final_hooks):
+            hook(params)
 
     def _backward_scaled(self, loss: torch.Tensor, **kwargs) -> None:
         """Run autograd on a loss already divided for accumulation."""
@@ -346,6 +372,44 @@ class LocalOptimWrapper(OptimWrapper):
         """
         with self._registered(self._grads_ready_hooks, hook):
             yield
+
+    @contextmanager
+    def grads_final_hook(self, hook: GradsReadyHook) -> Iterator[None]:
+        """Call ``hook(params)`` whenever :meth:`grads_final` reports
+        ``params`` in the context (their gradients final and reduced);
+        ``LayerwiseLocalOptimWrapper`` updates the module there.
+
+        Args:
+            hook (callable): Function of the list of parameters.
+        """
+        with self._registered(self._grads_final_hooks, hook):
+            yield
+
+    @contextmanager
+    def gradient_reducer(self, reducer: GradsReadyHook) -> Iterator[None]:
+        """Hand the parameters of every :meth:`backward` of the context
+        to ``reducer`` instead of :meth:`grads_final`.
+
+        The reducer (``LocalDistributedDataParallel`` registers one per
+        iteration) starts averaging their gradients over the processes and
+        calls :meth:`grads_final` with them once that has finished, at the
+        latest from a pre-step hook. One reducer at a time.
+
+        Args:
+            reducer (callable): Function of the list of parameters.
+
+        Raises:
+            RuntimeError: If a reducer is registered already.
+        """
+        if self._reducer is not None:
+            raise RuntimeError(
+                'a gradient reducer is registered already: the model is '
+                'wrapped for data-parallel training twice')
+        self._reducer = reducer
+        try:
+            yield
+        finally:
+            self._reducer = None
 
     @staticmethod
     @contextmanager

@@ -20,12 +20,13 @@ class AuxBatch:
 
     The [0, 1] images are made only when a head first reads them (InfoPro's
     reconstruction target): the other rules never pay for the copy (73.5 MiB
-    for a batch of 128 ImageNet crops).
+    for a batch of 128 ImageNet crops). The batch holds no reference to the
+    network input, so that the training loop can let go of it after the
+    first local module (see ``LocalImageClassifier.local_steps``), unless
+    ``make_images`` needs it.
 
     Args:
         labels (Tensor): Class labels of shape (N,), dtype long.
-        inputs (Tensor, optional): The normalised images fed to the network,
-            shape (N, 3, H, W).
         images (Tensor, optional): The same images in [0, 1] (before
             normalisation), the target of InfoPro's reconstruction loss.
         make_images (Callable, optional): Called without arguments, once,
@@ -34,12 +35,10 @@ class AuxBatch:
 
     def __init__(self,
                  labels: torch.Tensor,
-                 inputs: Optional[torch.Tensor] = None,
                  images: Optional[torch.Tensor] = None,
                  make_images: Optional[Callable[[],
                                                 torch.Tensor]] = None) -> None:
         self.labels = labels
-        self.inputs = inputs
         self._images = images
         self._make_images = make_images
 
@@ -54,9 +53,7 @@ class AuxBatch:
     def __repr__(self) -> str:
         made = 'made' if self._images is not None else (
             'lazy' if self._make_images is not None else 'none')
-        return (f'AuxBatch(labels={tuple(self.labels.shape)}, inputs='
-                f'{None if self.inputs is None else tuple(self.inputs.shape)}'
-                f', images={made})')
+        return f'AuxBatch(labels={tuple(self.labels.shape)}, images={made})'
 
 
 def interpolate_loss_weight(weight: LossWeight, module_index: int,
@@ -129,6 +126,11 @@ class BaseAuxHead(BaseModule, metaclass=ABCMeta):
             convolutions, weight 1 and bias 0 for norm layers and PyTorch's
             default for linear layers; pass ``[]`` to skip it.
     """
+
+    #: Whether :meth:`loss` reads ``batch.images`` (the [0, 1] images): the
+    #: classifier then keeps the network input alive to make them, and a
+    #: pipeline stage sends them on to the stage of this head.
+    reads_images: bool = False
 
     def __init__(self,
                  layer_index: int,

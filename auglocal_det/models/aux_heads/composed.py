@@ -81,6 +81,11 @@ class ComposedAuxHead(BaseAuxHead):
             self.heads.append(MODELS.build(dict(cfg, **module_args)))
         self.logits_from = logits_from
 
+    @property
+    def reads_images(self) -> bool:  # type: ignore[override]
+        """Whether one of the parts reads the [0, 1] images."""
+        return any(head.reads_images for head in self.heads)
+
     def forward(self, feat: torch.Tensor) -> Optional[torch.Tensor]:
         return self.heads[self.logits_from](feat)
 

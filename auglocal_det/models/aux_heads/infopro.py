@@ -158,6 +158,8 @@ class InfoProAuxHead(BaseAuxHead):
         **kwargs: Other arguments of :class:`BaseAuxHead`.
     """
 
+    reads_images = True
+
     def __init__(self,
                  loss_mode: str = 'ce',
                  arch: str = 'auto',

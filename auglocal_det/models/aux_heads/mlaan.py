@@ -514,6 +514,12 @@ class MLAANAuxHead(BaseAuxHead):
             norm_cfg=self.norm_cfg,
             with_cp=with_cp)
 
+    @property
+    def reads_images(self) -> bool:  # type: ignore[override]
+        """Whether the independent head reads the [0, 1] images."""
+        return self.independent is not None and \
+            self.independent.reads_images
+
     def forward(self, feat: torch.Tensor) -> Optional[torch.Tensor]:
         """Logits of the independent stream (None without a loss)."""
         if self.independent is None:

@@ -301,17 +301,26 @@ class LocalImageClassifier(BaseModel):
     # ------------------------------------------------------------ helpers
     def _aux_batch(self, inputs: torch.Tensor,
                    data_samples: Optional[List[ClsDataSample]]) -> AuxBatch:
-        """Labels and normalised inputs of a batch; [0, 1] images on demand."""
+        """Labels of a batch, and its [0, 1] images on demand when a head
+        reads them (only then does the batch keep ``inputs`` alive)."""
         if not data_samples:
             raise InputError(
                 'training needs data_samples with gt_label (check the '
                 "dataset's pipeline: it must end with PackClsInputs)")
         labels = torch.cat([s.gt_label for s in data_samples]).to(
             inputs.device)
+        if not self.reads_images():
+            return AuxBatch(labels=labels)
         return AuxBatch(
-            labels=labels,
-            inputs=inputs,
-            make_images=lambda: self.unnormalize(inputs))
+            labels=labels, make_images=lambda: self.unnormalize(inputs))
+
+    def reads_images(self, modules: Optional[range] = None) -> bool:
+        """Whether the auxiliary head of one of ``modules`` (default: all)
+        reads the [0, 1] images (InfoPro's reconstruction target)."""
+        if modules is None:
+            modules = range(self.num_aux)
+        return any(self.aux_heads[j].reads_images for j in modules
+                   if j < self.num_aux)
 
     def unnormalize(self, inputs: torch.Tensor) -> torch.Tensor:
         """Recover the images in [0, 1] from the preprocessed inputs.
@@ -445,6 +454,7 @@ class LocalImageClassifier(BaseModel):
         if modules is None:
             modules = range(len(local_modules))
         feat = inputs
+        del inputs  # module 0's autograd graph holds it while it needs it
         for index in modules:
             with torch.set_grad_enabled(torch.is_grad_enabled()
                                         and self.module_needs_grad(index)):
@@ -480,8 +490,9 @@ class LocalImageClassifier(BaseModel):
         if modules is None:
             modules = range(self.num_modules)
         local_modules = self.local_modules()
-        for index, feat in zip(modules,
-                               self.forward_modules(inputs, modules)):
+        outputs = self.forward_modules(inputs, modules)
+        del inputs  # let go of the network input after the first module
+        for index, feat in zip(modules, outputs):
             losses, logits = self._module_loss(index, feat, batch)
             yield LocalStep(
                 index=index,
@@ -645,11 +656,12 @@ class LocalImageClassifier(BaseModel):
         local = isinstance(optim_wrapper, LocalOptimWrapper)
         with optim_wrapper.optim_context(self):
             data = self.data_preprocessor(data, True)
-        inputs = data['inputs']
+        inputs = data.pop('inputs')
         batch = self._aux_batch(inputs, data['data_samples'])
         log_vars: Dict[str, torch.Tensor] = OrderedDict(loss=None)
         total = inputs.new_zeros(())
         steps = self.local_steps(inputs, batch)
+        del inputs  # held by the first module's graph only, then freed
         while True:
             with optim_wrapper.optim_context(self):
                 step = next(steps, None)
