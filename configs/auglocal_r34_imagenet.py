@@ -30,6 +30,12 @@ model = dict(
     backbone=dict(stem_chunk_size=16, with_cp=True),
     aux_head=dict(type='AugLocalAuxHead', depth=4, pyramid=False, tau=0.5))
 
+# The per-layer optimizer step, exact as well: each local module is updated
+# as soon as its gradients are final (under several GPUs, when their
+# all-reduce has finished) and its gradients are freed, so the gradients of
+# at most a few modules are alive instead of all of them.
+optim_wrapper = dict(type='LayerwiseLocalOptimWrapper')
+
 # local learning under several GPUs: one all-reduce per parameter per
 # iteration, started as each local module finishes its backward
 model_wrapper_cfg = dict(type='LocalDistributedDataParallel')

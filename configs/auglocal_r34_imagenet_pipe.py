@@ -25,8 +25,9 @@ model_wrapper_cfg = dict(
 train_dataloader = dict(
     sampler=dict(type='PipelineSampler', num_stages=num_stages))
 
-# 8 x 128 = 1024 images per update, as 128 x 8 GPUs in the paper
-optim_wrapper = dict(accumulative_counts=8)
+# 8 x 128 = 1024 images per update, as 128 x 8 GPUs in the paper; the
+# accumulation needs the one optimizer step per update
+optim_wrapper = dict(type='LocalOptimWrapper', accumulative_counts=8)
 
 custom_hooks = [
     # empty loaders on later stages; the whole network on rank 0 before

@@ -1,13 +1,10 @@
 # AugLocal ResNet-34 on ImageNet-1k, the network and recipe of
-# auglocal_r34_imagenet.py with every exact memory option on, for training
-# in one process (one GPU): the same updates and BN statistics, at a
-# smaller peak memory per process (docs/benchmarks.md, "AugLocal d = 4
-# against BP: memory").
-# On top of auglocal_r34_imagenet.py's lean stem and checkpointed blocks:
-# - the per-layer optimizer step (LayerwiseLocalOptimWrapper): each local
-#   module is updated and its gradients freed right after its backward;
-#   it refuses data-parallel training, where a gradient is final only
-#   after its all-reduce;
+# auglocal_r34_imagenet.py with every exact memory option on: the same
+# updates and BN statistics, at a smaller peak memory per GPU
+# (docs/benchmarks.md, "AugLocal d = 4 against BP: memory") and more
+# recomputation.
+# On top of auglocal_r34_imagenet.py's lean stem, checkpointed blocks and
+# per-layer optimizer step:
 # - nested checkpointing in the backbone blocks (with_cp='nested'): the
 #   first convolution stage of a block is recomputed once more in its
 #   backward;
@@ -15,12 +12,12 @@
 #   auxiliary network.
 # Together these cost 19% more FLOPs per training step than the plain
 # network (8.9 of 45.4 GMACs per image at 224 x 224).
-# The recipe's batch is 1024 over 8 GPUs: on one GPU with batch 128, scale
-# the learning rate (tools/train.py --auto-scale-lr).
+#   bash tools/dist_train.sh configs/auglocal_r34_lowmem_imagenet.py 8
+# On one GPU with batch 128, scale the learning rate (tools/train.py
+# --auto-scale-lr): the recipe's batch is 1024 over 8 GPUs.
 #   python tools/train.py configs/auglocal_r34_lowmem_imagenet.py
 _base_ = ['./auglocal_r34_imagenet.py']
 
 model = dict(
     backbone=dict(with_cp='nested'),
     aux_head=dict(with_cp=1))
-optim_wrapper = dict(type='LayerwiseLocalOptimWrapper')

@@ -43,6 +43,7 @@ from auglocal_det.utils.warning_filters import (  # noqa: E402
 AMP_WRAPPERS = {
     'OptimWrapper': 'AmpOptimWrapper',
     'LocalOptimWrapper': 'AmpLocalOptimWrapper',
+    'LayerwiseLocalOptimWrapper': 'AmpLayerwiseLocalOptimWrapper',
 }
 
 

@@ -73,7 +73,7 @@ def test_auglocal_r34_paper_recipe():
         type='LocalResNet', depth=34, stem_chunk_size=16, with_cp=True)
     assert cfg.model.aux_head.depth == 4 and not cfg.model.aux_head.pyramid
     optim = cfg.optim_wrapper
-    assert optim.type == 'LocalOptimWrapper'
+    assert optim.type == 'LayerwiseLocalOptimWrapper'  # exact, less memory
     assert optim.optimizer == dict(
         type='SGD', lr=0.4, momentum=0.9, nesterov=True, weight_decay=1e-4)
     assert cfg.train_dataloader.batch_size * 8 == 1024
@@ -192,4 +192,6 @@ def test_auglocal_r34_pipeline_recipe():
         type='PipelineSampler', num_stages=8, shuffle=True)
     assert cfg.train_dataloader.batch_size * \
         cfg.optim_wrapper.accumulative_counts == 1024
+    assert cfg.optim_wrapper.type == 'LocalOptimWrapper'
+    assert cfg.optim_wrapper.optimizer == ref.optim_wrapper.optimizer
     assert dict(type='LocalPipelineHook') in cfg.custom_hooks

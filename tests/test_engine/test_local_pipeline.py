@@ -16,6 +16,7 @@ The tests that start processes take tens of seconds, most of it the start
 of the spawned interpreters (torch, mmengine) and of the Runner; the
 models and the runs themselves are tiny.
 """
+import copy
 import functools
 import os
 import os.path as osp
@@ -322,6 +323,23 @@ def test_balance_stages():
     assert balance_stages([5, 1], 2) == ([1, 1], 0.6)
 
 
+def test_module_times_leave_the_model_as_it_was():
+    from auglocal_det.engine.model_wrappers.pipeline_balance import (
+        module_times,
+    )
+    model = MODELS.build(MODEL)
+    model.train()
+    before = copy.deepcopy(model.state_dict())
+    rng = torch.get_rng_state()
+    times = module_times(model, batch_size=2)
+    assert len(times) == model.num_modules and min(times) > 0
+    assert torch.equal(torch.get_rng_state(), rng)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert all(p.grad is None for p in model.parameters())
+    assert model.training
+
+
 def test_pipeline_sampler_shards_over_replicas():
     from auglocal_det.registry import DATA_SAMPLERS
     dataset = list(range(10))
@@ -339,7 +357,9 @@ def _replicas(rank: int) -> dict:
     """2 stages x 2 replicas, each replica on its half of a batch of 4."""
     model = build_ddp_model(dict(MODEL, num_classes=NUM_CLASSES), 0)
     del model.unused  # a parameter no loss reaches; no stage owns it
-    pipe = LocalPipelineParallel(model, num_stages=2, standalone=True)
+    # stages balanced by times every rank measures: one partition for all
+    pipe = LocalPipelineParallel(model, num_stages=2, balance='time',
+                                 profile_batch_size=2, standalone=True)
     optim_wrapper = LocalOptimWrapper(sgd(model))
     half = slice(2 * pipe.replica, 2 * pipe.replica + 2)
     for it in range(3):

@@ -73,13 +73,14 @@ def test_rule_configs_follow_the_config_files():
     assert model['backbone']['with_cp']
     assert model['aux_head']['depth'] == 3
     assert model['image_size'] == 32 and model['num_classes'] == 10
-    assert wrapper['type'] == 'LocalOptimWrapper'
+    assert wrapper['type'] == 'LayerwiseLocalOptimWrapper'
     assert wrapper['optimizer']['lr'] == 0.4  # the recipe's
     model, wrapper = rule_configs(
         parse_rule('auglocal-d3+plain', CONFIGS), 32)
     assert model['backbone']['stem_chunk_size'] is None
     assert not model['backbone']['with_cp']
     assert not model['aux_head'].get('with_cp')
+    assert wrapper['type'] == 'LocalOptimWrapper'
     model, wrapper = rule_configs(
         parse_rule('auglocal-d3+plain+cp+lw', CONFIGS), 32)
     assert model['backbone']['with_cp'] and model['aux_head']['with_cp']

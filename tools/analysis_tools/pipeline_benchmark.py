@@ -42,7 +42,7 @@ import os
 import os.path as osp
 import sys
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 import torch.multiprocessing as mp
@@ -85,10 +85,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         'Ethernet, and an NVLink-class link)')
     parser.add_argument(
         '--balance', nargs='+', default=['auto'], metavar='B',
-        help="stages of (c): 'auto' (the wrapper's split by FLOPs, the "
-        "default), 'time' (the split that balances the per-module times "
-        "measured in (a), each with its share of the optimizer step) or the "
-        "local modules of the two stages")
+        help="balance of (c)'s wrapper: 'auto' (by FLOPs, the default), "
+        "'time' (by per-module times the wrapper measures at start, at "
+        "--batch-size) or the local modules of the two stages")
     parser.add_argument(
         '--rounds', type=int, default=1,
         help='time every case this many times, the cases interleaved; '
@@ -182,22 +181,18 @@ def _sequential(rank: int, args: argparse.Namespace, threads: int,
     for _ in range(args.iters):
         model.train_step(data, wrapper)
     seconds = time.perf_counter() - start
-    module_seconds, step_seconds = _module_times(model, data, wrapper)
     torch.save(
         dict(images_per_s=args.iters * args.batch_size / seconds,
-             module_seconds=module_seconds,
-             module_step_seconds=step_seconds), out)
+             module_seconds=_module_times(model, data, wrapper)), out)
 
 
-def _module_times(model, data, wrapper) -> Tuple[List[float], List[float]]:
-    """Seconds of every local step (forward, loss and backward), and every
-    module's share of the optimizer step (the step's time split by
-    parameter count)."""
+def _module_times(model, data, wrapper) -> List[float]:
+    """Seconds of every local step (forward, loss and backward)."""
     import time
     batch_data = model.data_preprocessor(data, True)
     inputs = batch_data.pop('inputs')
     batch = model._aux_batch(inputs, batch_data['data_samples'])
-    times, numels = [], []
+    times = []
     steps = model.local_steps(inputs, batch)
     del inputs
     while True:
@@ -206,13 +201,10 @@ def _module_times(model, data, wrapper) -> Tuple[List[float], List[float]]:
         if step is None:
             break
         wrapper.backward(step.loss, params=step.params, name=step.name)
-        numels.append(sum(p.numel() for p in step.params))
         del step
         times.append(time.perf_counter() - start)
-    start = time.perf_counter()
     wrapper.finish_iteration()
-    step_time = time.perf_counter() - start
-    return times, [step_time * n / sum(numels) for n in numels]
+    return times
 
 
 def _pipeline_worker(rank: int, args: argparse.Namespace, port: int,
@@ -231,7 +223,7 @@ def _pipeline_worker(rank: int, args: argparse.Namespace, port: int,
     model = build(args)
     pipe = LocalPipelineParallel(
         model, num_stages=2, balance=args.stage_balance,
-        standalone=True)
+        profile_batch_size=args.batch_size, standalone=True)
     wrapper = LocalOptimWrapper(
         torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
                         nesterov=True, weight_decay=1e-4))
@@ -296,6 +288,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     environments = dict(
         time={key: None for key in RSS_ENV}, memory=dict(RSS_ENV))
     modes = [m for m in ('a', 'b', 'c') if m in args.modes]
+    args.stage_balance = _stage_balance(args)
     results: Dict[str, Any] = dict(args=vars(args))
     for mode in modes:
         results[mode] = dict(rounds=[])
@@ -323,12 +316,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         # load hits all of them alike
         for _ in range(args.rounds):
             for mode in modes:
-                if mode == 'c' and not hasattr(args, 'stage_balance'):
-                    args.stage_balance = _stage_balance(args, results)
                 res = run(mode, 'time')
                 results[mode]['rounds'].append(res['images_per_s'])
-                for key in ('module_seconds', 'module_step_seconds',
-                            'sizes', 'predicted_efficiency'):
+                for key in ('module_seconds', 'sizes',
+                            'predicted_efficiency'):
                     if key in res:
                         results[mode].setdefault(key, res[key])
                 _save(args, results)
@@ -347,21 +338,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return results
 
 
-def _stage_balance(args: argparse.Namespace,
-                   results: Dict[str, Any]) -> Any:
+def _stage_balance(args: argparse.Namespace) -> Any:
     """The ``balance`` argument of the wrapper for ``--balance``."""
-    if args.balance == ['auto']:
-        return 'auto'
-    if args.balance == ['time']:
-        if 'a' not in results:
-            raise SystemExit('--balance time needs the per-module times '
-                             'of (a): include a in --modes')
-        from auglocal_det.engine.model_wrappers import balance_stages
-        costs = [
-            t + u for t, u in zip(results['a']['module_seconds'],
-                                  results['a']['module_step_seconds'])
-        ]
-        return balance_stages(costs, 2)[0]
+    if args.balance in (['auto'], ['time']):
+        return args.balance[0]
     try:
         return [int(n) for n in args.balance]
     except ValueError:
@@ -403,7 +383,7 @@ def report(args: argparse.Namespace, results: Dict[str, Any]) -> None:
         sizes = results['c']['sizes']
         print(f'(c) stages: modules 0..{sizes[0] - 1} and {sizes[0]}..'
               f'{sum(sizes) - 1} (--balance {" ".join(args.balance)}, '
-              f'FLOPs efficiency '
+              f'predicted efficiency '
               f'{results["c"]["predicted_efficiency"]:.1%})')
     if 'a' not in results:
         return

@@ -50,7 +50,7 @@ from auglocal_det.errors import InputError
 from auglocal_det.registry import MODEL_WRAPPERS
 
 from .local_ddp import LocalDistributedDataParallel
-from .pipeline_balance import balance_stages, module_profile
+from .pipeline_balance import balance_stages, module_profile, module_times
 
 __all__ = [
     'LocalPipelineParallel', 'PipelineStoppedError', 'balance_stages',
@@ -165,9 +165,16 @@ class LocalPipelineParallel(nn.Module):
             ``rule='local'`` (not MLAAN), already on its device.
         num_stages (int): Number of stages P of a replica.
         balance (str | Sequence[int]): ``'auto'`` (contiguous stages that
-            minimise the slowest stage's FLOPs, see :func:`module_costs`)
-            or the number of local modules of every stage. Defaults to
-            ``'auto'``.
+            minimise the slowest stage's FLOPs, see :func:`module_costs`),
+            ``'time'`` (the same with every module's training time, measured
+            at start on every rank on a synthetic batch of
+            ``profile_batch_size`` images and averaged over the ranks, see
+            :func:`~.pipeline_balance.module_times`: on devices where the
+            time per FLOP differs between modules, e.g. CPUs, small
+            batches, or the optimizer step weighing much) or the number of
+            local modules of every stage. Defaults to ``'auto'``.
+        profile_batch_size (int): Batch of the ``'time'`` measurement; the
+            per-rank training batch is the best choice. Defaults to 8.
         max_in_flight (int): Outputs a stage may have sent that the next
             stage has not received yet; bounds how far a stage runs ahead.
             Defaults to 2.
@@ -194,7 +201,8 @@ class LocalPipelineParallel(nn.Module):
                  balance: Union[str, Sequence[int]] = 'auto',
                  max_in_flight: int = 2,
                  broadcast_buffers: bool = False,
-                 standalone: bool = False) -> None:
+                 standalone: bool = False,
+                 profile_batch_size: int = 8) -> None:
         super().__init__()
         num_stages = int(num_stages)
         self._check_pipelinable(module, num_stages)
@@ -215,8 +223,11 @@ class LocalPipelineParallel(nn.Module):
         self.stage = rank % num_stages
         self.replica = rank // num_stages
         self.max_in_flight = max(1, int(max_in_flight))
-        self.sizes, self.efficiency = self._partition(module, num_stages,
-                                                      balance)
+        # gloo group for headers and control messages (works under NCCL)
+        self._ctrl = dist.new_group(backend='gloo')
+        self.balanced_by = 'time' if balance == 'time' else 'FLOPs'
+        self.sizes, self.efficiency = self._partition(
+            module, num_stages, balance, int(profile_batch_size), self._ctrl)
         starts = [0] + list(itertools.accumulate(self.sizes))
         self.stage_ranges = [
             range(a, b) for a, b in zip(starts[:-1], starts[1:])
@@ -225,8 +236,6 @@ class LocalPipelineParallel(nn.Module):
         self._first = self.replica * num_stages
         self._prev = rank - 1 if self.stage > 0 else None
         self._next = rank + 1 if self.stage < num_stages - 1 else None
-        # gloo group for headers and control messages (works under NCCL)
-        self._ctrl = dist.new_group(backend='gloo')
         stage_groups = [
             dist.new_group([q * num_stages + s
                             for q in range(self.num_replicas)])
@@ -293,15 +302,26 @@ class LocalPipelineParallel(nn.Module):
 
     @staticmethod
     def _partition(model: nn.Module, num_stages: int,
-                   balance: Union[str, Sequence[int]]
-                   ) -> Tuple[List[int], float]:
-        costs = module_costs(model)
+                   balance: Union[str, Sequence[int]],
+                   profile_batch_size: int = 8,
+                   group: Optional[Any] = None) -> Tuple[List[int], float]:
         if isinstance(balance, str):
-            if balance != 'auto':
+            if balance not in ('auto', 'time'):
                 raise InputError(
-                    "model_wrapper_cfg.balance must be 'auto' or a list of "
-                    f'modules per stage, got {balance!r}')
-            return balance_stages(costs, num_stages)
+                    "model_wrapper_cfg.balance must be 'auto', 'time' or a "
+                    f'list of modules per stage, got {balance!r}')
+            if balance == 'auto':
+                return balance_stages(module_costs(model), num_stages)
+            if profile_batch_size < 1:
+                raise InputError(
+                    'model_wrapper_cfg.profile_batch_size must be at least '
+                    f'1, got {profile_batch_size}')
+            # every rank measures; all use the mean, hence one partition
+            times = torch.tensor(
+                module_times(model, profile_batch_size), dtype=torch.float64)
+            dist.all_reduce(times, group=group)
+            return balance_stages(times.tolist(), num_stages)
+        costs = module_costs(model)
         sizes = [int(n) for n in balance]
         if len(sizes) != num_stages or min(sizes) < 1 or \
                 sum(sizes) != model.num_modules:
@@ -322,8 +342,9 @@ class LocalPipelineParallel(nn.Module):
         ]
         return (f'LocalPipelineParallel: {self.num_stages} stages x '
                 f'{self.num_replicas} replicas; ' + '; '.join(parts) +
-                f'; predicted efficiency {self.efficiency:.1%} (FLOPs of '
-                'the slowest stage vs. an even split)')
+                f'; predicted efficiency {self.efficiency:.1%} '
+                f'({self.balanced_by} of the slowest stage vs. an even '
+                'split)')
 
     @staticmethod
     def _stage_parts(model: nn.Module, modules: range) -> List[nn.Module]:

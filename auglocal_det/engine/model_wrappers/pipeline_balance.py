@@ -1,17 +1,19 @@
 """The stage costs and the balancing of ``LocalPipelineParallel``.
 
 Per-module forward FLOPs counted through the classifier's own generators,
-and the contiguous split of the modules into stages that minimises the
-slowest stage.
+per-module training times measured on a synthetic batch, and the
+contiguous split of the modules into stages that minimises the slowest
+stage.
 """
 import itertools
+import time
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ['balance_stages', 'module_profile']
+__all__ = ['balance_stages', 'module_profile', 'module_times']
 
 
 def _count_flops(fn, *args):
@@ -77,6 +79,105 @@ def module_profile(model: nn.Module,
         p.numel() for m in (model.backbone, model.head)
         for p in m.parameters())
     return profile
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _update_seconds_per_element(device: torch.device,
+                                numel: int = 1 << 22) -> float:
+    """Seconds per parameter of an SGD update with momentum and weight
+    decay (its arithmetic on scratch tensors, as the optimizer runs it)."""
+    param, grad, buf = (torch.zeros(numel, device=device) for _ in range(3))
+    best = float('inf')
+    for _ in range(3):
+        _synchronize(device)
+        start = time.perf_counter()
+        grad.add_(param, alpha=1e-4)
+        buf.mul_(0.9).add_(grad)
+        param.add_(grad.add(buf, alpha=0.9), alpha=-0.1)
+        _synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best / numel
+
+
+def module_times(model: nn.Module,
+                 batch_size: int = 8,
+                 iters: int = 2,
+                 image_size: Union[int, Sequence[int], None] = None
+                 ) -> List[float]:
+    """Measured training seconds of every local step on this device.
+
+    Times the forward, local loss and backward of each step of the
+    classifier's ``local_steps`` on a synthetic batch (the last of
+    ``iters`` iterations), plus the module's share of an optimizer update
+    (its parameter count times the measured cost per parameter of an SGD
+    update with momentum). Nothing of the model changes: no update is
+    made, the gradients are dropped, the buffers (BatchNorm running
+    statistics) restored, and the global random generators are left as
+    they were.
+
+    Args:
+        model (nn.Module): A ``LocalImageClassifier``.
+        batch_size (int): Images of the synthetic batch. Defaults to 8.
+        iters (int): Iterations; the last one is timed. Defaults to 2.
+        image_size (int | Sequence[int], optional): Crop size. Defaults to
+            None: ``model.image_size``.
+
+    Returns:
+        list[float]: Seconds of step j, for j = 0 .. K - 1.
+    """
+    from auglocal_det.models.aux_heads import AuxBatch
+    size = model.image_size if image_size is None else image_size
+    height, width = (size, size) if isinstance(size, int) else size
+    param = next(model.parameters())
+    device = param.device
+    buffers = {
+        name: buf.detach().clone()
+        for name, buf in model.named_buffers()
+    }
+    grads = [(p, p.grad) for p in model.parameters()]
+    per_element = _update_seconds_per_element(device)
+    times: List[float] = []
+    devices = [device.index or 0] if device.type == 'cuda' else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            gen = torch.Generator(device=device).manual_seed(0)
+            inputs = torch.randn(batch_size, 3, height, width,
+                                 generator=gen, device=device)
+            labels = torch.randint(0, model.num_classes, (batch_size, ),
+                                   generator=gen, device=device)
+            for _ in range(iters):
+                times = []
+                batch = AuxBatch(
+                    labels=labels,
+                    images=model.unnormalize(inputs)
+                    if model.reads_images() else None)
+                steps = model.local_steps(inputs, batch)
+                while True:
+                    _synchronize(device)
+                    start = time.perf_counter()
+                    step = next(steps, None)
+                    if step is None:
+                        break
+                    if step.loss.requires_grad:
+                        step.loss.backward()
+                    numel = sum(p.numel() for p in step.params)
+                    del step
+                    _synchronize(device)
+                    times.append(time.perf_counter() - start +
+                                 numel * per_element)
+                for p in model.parameters():
+                    p.grad = None
+    finally:
+        with torch.no_grad():
+            for name, buf in model.named_buffers():
+                buf.copy_(buffers[name])
+        for p, grad in grads:
+            p.grad = grad
+    return times
 
 
 def balance_stages(costs: Sequence[float],

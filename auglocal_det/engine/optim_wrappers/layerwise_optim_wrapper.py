@@ -21,8 +21,11 @@ which is why two settings are refused:
 - ``accumulative_counts > 1``: accumulation keeps gradients across
   iterations by definition.
 
-They also refuse to run under data-parallel training, where a gradient is
-final only after its all-reduce.
+Under data-parallel training (``LocalDistributedDataParallel``) a gradient
+is final only after its all-reduce: the update is then a grads-final hook
+that the data-parallel wrapper's reducer triggers once the module's bucket
+is reduced, so it is the update of the averaged gradient, as in the one
+step of :class:`LocalOptimWrapper`.
 """
 from typing import Dict, Iterable, List, Optional, Tuple
 
