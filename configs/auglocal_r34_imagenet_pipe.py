@@ -12,13 +12,17 @@ _base_ = ['./auglocal_r34_imagenet.py']
 
 num_stages = 8
 
-# stages balanced by the FLOPs of each module and its auxiliary head
-# (printed at start with the predicted efficiency); or e.g. balance=[...]
+# stages balanced by the training time of each module with its auxiliary
+# head, measured at start on every GPU on a synthetic batch of 128 (two
+# iterations of the whole network, no update; printed with the predicted
+# efficiency). balance='auto' balances FLOPs instead, without measuring;
+# balance=[...] sets the modules per stage.
 model_wrapper_cfg = dict(
     _delete_=True,
     type='LocalPipelineParallel',
     num_stages=num_stages,
-    balance='auto')
+    balance='time',
+    profile_batch_size=128)
 
 # the data set is sharded over the replicas; only a replica's first stage
 # reads it

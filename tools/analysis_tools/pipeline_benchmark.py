@@ -13,7 +13,8 @@ each in fresh processes:
   by FLOPs.
 
 For each: images/s over ``--iters`` iterations after ``--warmup`` (with
-``--rounds R``, the median of R runs, the cases interleaved), and,
+``--rounds R``, the median of R runs, the cases interleaved; the ratios to
+(a) are the medians of the ratios within a round), and,
 in other processes of the same case, the memory per worker of one
 iteration after a warm-up one: the peak of live tensor bytes
 (``LiveTensorTracker``) and the process's peak resident memory (VmHWM after
@@ -326,6 +327,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         for mode in modes:
             res = results[mode]
             res['images_per_s'] = statistics.median(res['rounds'])
+            if 'a' in results:  # ratios within a round, then the median
+                res['ratio_to_a'] = statistics.median(
+                    x / y for x, y in zip(res['rounds'],
+                                          results['a']['rounds']))
             memory = run(mode, 'memory')
             workers = memory.get('workers', [memory])
             res['workers'] = [{
@@ -370,7 +375,7 @@ def report(args: argparse.Namespace, results: Dict[str, Any]) -> None:
         if mode not in results:
             continue
         res = results[mode]
-        ratio = f'{res["images_per_s"] / base:.2f}x (a)' if base else ''
+        ratio = f'{res["ratio_to_a"]:.2f}x (a)' if base else ''
         workers = res.get('workers', [res])
         memory = ', '.join(
             f'live {w["peak_live_bytes"] / mib:.0f} MiB / RSS '
@@ -379,6 +384,16 @@ def report(args: argparse.Namespace, results: Dict[str, Any]) -> None:
                   if len(res.get('rounds', [])) > 1 else '')
         print(f'{names[mode]:40s} {res["images_per_s"]:8.2f} img/s{spread} '
               f'{ratio:10s} per worker: {memory}')
+    if 'b' in results and 'c' in results:
+        import statistics
+        over_b = [
+            c / b for c, b in zip(results['c']['rounds'],
+                                  results['b']['rounds'])
+        ]
+        results['c']['ratio_to_b'] = statistics.median(over_b)
+        print(f'(c) / (b) within a round: median '
+              f'{results["c"]["ratio_to_b"]:.2f} (rounds: '
+              f'{", ".join(f"{r:.2f}" for r in over_b)})')
     if 'c' in results:
         sizes = results['c']['sizes']
         print(f'(c) stages: modules 0..{sizes[0] - 1} and {sizes[0]}..'
