@@ -15,20 +15,29 @@ _base_ = [
 
 # d = 4 (paper); tau is used only when pyramid=True
 model = dict(
-    # Memory options, both exact (the same updates and BN statistics;
-    # docs/benchmarks.md, "AugLocal d = 4 against BP: memory"):
+    # Memory options, all exact (the same updates and BN statistics;
+    # docs/benchmarks.md, "AugLocal d = 4 against BP: memory"), together
+    # 0.50x BP's peak at batch 128 for +5.6% of the FLOPs of a training step:
     # - the stem in chunks of 16 images (LeanStem): removes the largest
     #   tensors of local module 0; costs three recomputations of the stem
-    #   convolution (about 0.8% of a training step's FLOPs);
-    # - gradient checkpointing in the backbone blocks: a module's block
-    #   activations are recomputed after its auxiliary head's backward
-    #   instead of being held through it; costs one more forward of the
-    #   backbone (+8% of the step's FLOPs).
-    # Checkpointing AugLocal's auxiliary blocks as well
-    # (aux_head=dict(with_cp=True)) saves another 40 MiB at batch 128 but
-    # costs +27% of the FLOPs, so it is off.
-    backbone=dict(stem_chunk_size=16, with_cp=True),
-    aux_head=dict(type='AugLocalAuxHead', depth=4, pyramid=False, tau=0.5))
+    #   convolution (+0.8%);
+    # - gradient checkpointing in the blocks of layer1 (56 x 56): their
+    #   activations are recomputed after the auxiliary head's backward
+    #   instead of being held through it (+1.5%);
+    # - gradient checkpointing in the first block of the auxiliary networks
+    #   of the modules at 56 x 56 and 28 x 28 (downsampled at most 8x), the
+    #   largest tensors of those heads (+3.3%).
+    # Checkpointing every backbone block (cp_stages=None, +7.8%) or every
+    # head's first block (cp_max_downsample=None, +7.3%) saves nothing more
+    # at this size.
+    backbone=dict(stem_chunk_size=16, with_cp=True, cp_stages=(0, )),
+    aux_head=dict(
+        type='AugLocalAuxHead',
+        depth=4,
+        pyramid=False,
+        tau=0.5,
+        with_cp=1,
+        cp_max_downsample=8))
 
 # The per-layer optimizer step, exact as well: each local module is updated
 # as soon as its gradients are final (under several GPUs, when their

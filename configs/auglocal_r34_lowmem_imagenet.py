@@ -3,13 +3,13 @@
 # updates and BN statistics, at a smaller peak memory per GPU
 # (docs/benchmarks.md, "AugLocal d = 4 against BP: memory") and more
 # recomputation.
-# On top of auglocal_r34_imagenet.py's lean stem, checkpointed blocks and
-# per-layer optimizer step:
-# - nested checkpointing in the backbone blocks (with_cp='nested'): the
-#   first convolution stage of a block is recomputed once more in its
-#   backward;
+# On top of auglocal_r34_imagenet.py's lean stem and per-layer optimizer
+# step:
+# - nested checkpointing in every backbone block (with_cp='nested',
+#   cp_stages=None): the first convolution stage of a block is recomputed
+#   once more in its backward;
 # - checkpointing of the first (highest-resolution) block of every
-#   auxiliary network.
+#   auxiliary network (cp_max_downsample=None).
 # Together these cost 19% more FLOPs per training step than the plain
 # network (8.9 of 45.4 GMACs per image at 224 x 224).
 #   bash tools/dist_train.sh configs/auglocal_r34_lowmem_imagenet.py 8
@@ -19,5 +19,5 @@
 _base_ = ['./auglocal_r34_imagenet.py']
 
 model = dict(
-    backbone=dict(with_cp='nested'),
-    aux_head=dict(with_cp=1))
+    backbone=dict(with_cp='nested', cp_stages=None),
+    aux_head=dict(with_cp=1, cp_max_downsample=None))

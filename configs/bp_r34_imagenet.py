@@ -8,7 +8,8 @@ _base_ = ['./auglocal_r34_imagenet.py']
 model = dict(
     rule='bp',
     aux_head=None,
-    backbone=dict(stem_chunk_size=None, with_cp=False))
+    backbone=dict(stem_chunk_size=None, with_cp=False, cp_stages=None))
+optim_wrapper = dict(type='LocalOptimWrapper')
 # no auxiliary heads, so no per-layer accuracies
 val_evaluator = [dict(type='Accuracy', topk=(1, 5))]
 test_evaluator = val_evaluator

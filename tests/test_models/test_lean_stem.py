@@ -241,5 +241,18 @@ def test_aux_head_checkpoints_its_first_blocks():
     assert all(b.with_cp for h in model.aux_heads for b in h.blocks)
     with pytest.raises(ValueError, match='model.aux_head.with_cp'):
         _build(aux_cp=-1)
+    # only the heads at the highest resolution (stem and layer1: 4x)
+    cfg = _classifier_cfg(aux_cp=1)
+    cfg['aux_head']['cp_max_downsample'] = 4
+    model = MODELS.build(cfg)
+    specs = model.backbone.local_layer_specs()
+    for head in model.aux_heads:
+        high = specs[head.layer_index].downsample <= 4
+        assert head.blocks[0].with_cp == high
+        assert not any(b.with_cp for b in head.blocks[1:])
+    assert {h.blocks[0].with_cp for h in model.aux_heads} == {True, False}
+    cfg['aux_head']['cp_max_downsample'] = 0
+    with pytest.raises(ValueError, match='model.aux_head.cp_max_downsample'):
+        MODELS.build(cfg)
     with pytest.raises(ValueError, match="'nested'"):
         _build(with_cp='twice')

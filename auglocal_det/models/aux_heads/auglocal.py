@@ -211,6 +211,12 @@ class AugLocalAuxHead(BaseAuxHead):
             (residual blocks only): True for every block, an int ``n`` for
             the first ``n`` blocks only (the largest: they run at the
             highest resolution). Defaults to False.
+        cp_max_downsample (int, optional): Apply ``with_cp`` only if the
+            head's input is downsampled at most this much from the image
+            (``LocalLayerSpec.downsample``; e.g. 4 for the heads of
+            ResNet-34's stem and ``layer1`` at 56 x 56, whose tensors are
+            the largest, at a quarter of the recomputation of all heads).
+            Defaults to None: every head.
         stride_rule (str): ``'width'``: halve the resolution where the
             sampled layers' width doubles (the official ResNet code);
             ``'width-change'``: halve once wherever the width changes (the
@@ -234,6 +240,7 @@ class AugLocalAuxHead(BaseAuxHead):
                  widen_factor: float = 1.0,
                  bn1d_if_shallow: bool = False,
                  with_cp: Union[bool, int] = False,
+                 cp_max_downsample: Optional[int] = None,
                  stride_rule: str = 'auto',
                  hidden_channels: Sequence[int] = (),
                  **kwargs) -> None:
@@ -289,6 +296,15 @@ class AugLocalAuxHead(BaseAuxHead):
             raise InputError('AugLocalAuxHead: with_cp (model.aux_head.'
                              'with_cp) must be a bool or a number of blocks '
                              f'>= 0, got {with_cp!r}')
+        if cp_max_downsample is not None:
+            if not isinstance(cp_max_downsample, int) or \
+                    cp_max_downsample < 1:
+                raise InputError(
+                    'AugLocalAuxHead: cp_max_downsample (model.aux_head.'
+                    'cp_max_downsample) must be None or a downsampling '
+                    f'factor >= 1, got {cp_max_downsample!r}')
+            if specs[self.layer_index].downsample > cp_max_downsample:
+                num_cp = 0
         blocks = []
         channels = self.in_channels
         for index, stride in zip(self.sampled_layers, self.block_strides):

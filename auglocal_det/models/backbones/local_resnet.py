@@ -10,6 +10,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from auglocal_det.errors import InputError
 from auglocal_det.registry import MODELS
 
 from ..layers import (
@@ -73,6 +74,11 @@ class LocalResNet(BaseModule):
             ``'nested'`` also checkpoints each block's first convolution
             stage on its own (see :class:`~auglocal_det.models.layers.
             BasicBlock`). Defaults to False.
+        cp_stages (Sequence[int], optional): The residual stages (0 for
+            ``layer1``) whose blocks ``with_cp`` applies to, e.g. ``(0, )``
+            for the stage at the highest resolution, whose activations are
+            the largest, at a fraction of the recomputation. Defaults to
+            None: every stage.
         stem_chunk_size (int, optional): Run the stem as
             :class:`~auglocal_det.models.layers.LeanStem` with this many
             images per chunk: the same outputs, gradients and BatchNorm
@@ -115,6 +121,7 @@ class LocalResNet(BaseModule):
                  norm_cfg: Optional[dict] = None,
                  norm_eval: bool = True,
                  with_cp: Union[bool, str] = False,
+                 cp_stages: Optional[Sequence[int]] = None,
                  stem_chunk_size: Optional[int] = None,
                  zero_init_residual: bool = True,
                  pretrained: Optional[str] = None,
@@ -151,6 +158,14 @@ class LocalResNet(BaseModule):
         self.norm_cfg = norm_cfg
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        if cp_stages is not None:
+            cp_stages = tuple(int(s) for s in cp_stages)
+            if not set(cp_stages) <= set(range(num_stages)):
+                raise InputError(
+                    f'cp_stages={list(cp_stages)} (model.backbone.'
+                    f'cp_stages) must name residual stages 0 .. '
+                    f'{num_stages - 1}')
+        self.cp_stages = cp_stages
         if stem_chunk_size is not None and int(stem_chunk_size) < 1:
             raise ValueError('stem_chunk_size (model.backbone.'
                              'stem_chunk_size) must be None or >= 1, got '
@@ -194,7 +209,8 @@ class LocalResNet(BaseModule):
                 stride=strides[i],
                 dilation=dilations[i],
                 style=style,
-                with_cp=with_cp,
+                with_cp=with_cp if cp_stages is None or i in cp_stages
+                else False,
                 norm_cfg=norm_cfg,
                 block_init_cfg=block_init_cfg)
             inplanes = planes * block.expansion
