@@ -12,17 +12,16 @@ _base_ = ['./auglocal_r34_imagenet.py']
 
 num_stages = 8
 
-# stages balanced by the training time of each module with its auxiliary
-# head, measured at start on every GPU on a synthetic batch of 128 (two
-# iterations of the whole network, no update; printed with the predicted
-# efficiency). balance='auto' balances FLOPs instead, without measuring;
-# balance=[...] sets the modules per stage.
+# stages balanced by the FLOPs of each module and its auxiliary head
+# (printed at start with the predicted efficiency). balance='time' balances
+# the training time of each module instead, measured at start on every GPU
+# (add profile_batch_size=128: two iterations of the whole network on a
+# synthetic batch, no update); balance=[...] sets the modules per stage.
 model_wrapper_cfg = dict(
     _delete_=True,
     type='LocalPipelineParallel',
     num_stages=num_stages,
-    balance='time',
-    profile_batch_size=128)
+    balance='auto')
 
 # the data set is sharded over the replicas; only a replica's first stage
 # reads it

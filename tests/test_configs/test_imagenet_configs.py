@@ -194,7 +194,7 @@ def test_auglocal_r34_pipeline_recipe():
     assert cfg.model == ref.model
     wrapper = cfg.model_wrapper_cfg
     assert wrapper == dict(type='LocalPipelineParallel', num_stages=8,
-                           balance='time', profile_batch_size=128)
+                           balance='auto')
     assert cfg.train_dataloader.sampler == dict(
         type='PipelineSampler', num_stages=8, shuffle=True)
     assert cfg.train_dataloader.batch_size * \

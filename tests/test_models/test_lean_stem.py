@@ -138,7 +138,8 @@ def test_checks_its_modules():
         MODELS.build(dict(type='LocalResNet', depth=18, stem_chunk_size=0))
 
 
-def _classifier_cfg(stem_chunk_size=None, with_cp=False, aux_cp=False):
+def _classifier_cfg(stem_chunk_size=None, with_cp=False, aux_cp=False,
+                    cp_stages=None, cp_max_downsample=None):
     return dict(
         type='LocalImageClassifier',
         backbone=dict(
@@ -146,8 +147,10 @@ def _classifier_cfg(stem_chunk_size=None, with_cp=False, aux_cp=False):
             depth=18,
             base_channels=8,
             stem_chunk_size=stem_chunk_size,
-            with_cp=with_cp),
-        aux_head=dict(type='AugLocalAuxHead', depth=2, with_cp=aux_cp),
+            with_cp=with_cp,
+            cp_stages=cp_stages),
+        aux_head=dict(type='AugLocalAuxHead', depth=2, with_cp=aux_cp,
+                      cp_max_downsample=cp_max_downsample),
         num_classes=5,
         image_size=IMAGE,
         rule='local')
@@ -210,7 +213,12 @@ def test_train_step_equals_plain_stem():
     assert_state_equal(lean, plain)
 
 
-def test_every_memory_option_equals_summed_loss_reference():
+@pytest.mark.parametrize('options', [
+    dict(with_cp='nested', aux_cp=1),
+    # the ImageNet recipe's selection: layer1's blocks, the heads at 4x
+    dict(with_cp=True, cp_stages=(0, ), aux_cp=1, cp_max_downsample=4),
+])
+def test_every_memory_option_equals_summed_loss_reference(options):
     """Lean stem, nested checkpointing in the backbone blocks, plain
     checkpointing in the first auxiliary blocks and the per-layer step:
     one update equals the reference definition (summed local losses, one
@@ -218,7 +226,7 @@ def test_every_memory_option_equals_summed_loss_reference():
     included (a checkpointed block's recomputation must not update them
     again)."""
     ref = _build()
-    model = _build(stem_chunk_size=2, with_cp='nested', aux_cp=1)
+    model = _build(stem_chunk_size=2, **options)
     model.load_state_dict(ref.state_dict())
     wrapper = LayerwiseLocalOptimWrapper(sgd(model))
     ref_opt = sgd(ref)

@@ -10,7 +10,10 @@ each in fresh processes:
 - (a) sequential, 1 process, 1 intra-op thread;
 - (b) sequential, 1 process, 2 intra-op threads;
 - (c) ``LocalPipelineParallel``, 2 processes (gloo) x 1 thread, balanced
-  by FLOPs.
+  as ``--balance`` says;
+- (d) (``--modes ... d``) two independent runs of (a) at the same time,
+  their images/s summed: what the machine gives two single-thread workers
+  that never wait for each other, the ceiling of (c).
 
 For each: images/s over ``--iters`` iterations after ``--warmup`` (with
 ``--rounds R``, the median of R runs, the cases interleaved; the ratios to
@@ -23,7 +26,7 @@ alive). The memory processes run with MALLOC_MMAP_THRESHOLD_=65536, so
 that freed tensors leave the resident set; the timed ones run without it:
 with it every allocation above 64 KiB is a fresh mapping whose pages the
 kernel zeroes on first touch, which about halves the speed of these small
-steps and would time the kernel rather than the training. The ratios of (c) and (b) to
+steps and would time the kernel rather than the training. The ratios to
 (a) are measured in the same run. The per-module times of (a) feed the
 scaling model (``--scale-*``): predicted images/s of a P-stage pipeline
 for P = 2, 4, 8, 16 at the target size, next to sequential local training,
@@ -33,9 +36,11 @@ prediction for (c) is printed next to the measured value.
 Examples::
 
     python tools/analysis_tools/pipeline_benchmark.py --arch resnet34 \\
-        --image-size 64 --batch-size 8 --out work_dirs/pipe_r34.json
+        --image-size 64 --batch-size 4 --rounds 5 --modes a b c d \\
+        --out work_dirs/pipe_r34.json
     python tools/analysis_tools/pipeline_benchmark.py --arch resnet110 \\
-        --image-size 32 --batch-size 32 --out work_dirs/pipe_r110.json
+        --image-size 32 --batch-size 8 --rounds 5 --balance time \\
+        --out work_dirs/pipe_r110.json
 """
 import argparse
 import json
@@ -77,7 +82,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--iters', type=int, default=6)
     parser.add_argument('--modes', nargs='+', default=['a', 'b', 'c'],
-                        choices=['a', 'b', 'c'])
+                        choices=['a', 'b', 'c', 'd'])
     parser.add_argument('--scale-image-size', type=int, default=224)
     parser.add_argument('--scale-batch-size', type=int, default=128)
     parser.add_argument(
@@ -164,6 +169,7 @@ def _sequential(rank: int, args: argparse.Namespace, threads: int,
     import time
 
     from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
+    out = out.format(rank=rank)  # (d) runs two of these
     torch.set_num_threads(threads)
     model = build(args)
     wrapper = LocalOptimWrapper(
@@ -288,7 +294,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from auglocal_det.utils.memory import RSS_ENV
     environments = dict(
         time={key: None for key in RSS_ENV}, memory=dict(RSS_ENV))
-    modes = [m for m in ('a', 'b', 'c') if m in args.modes]
+    modes = [m for m in ('a', 'b', 'c', 'd') if m in args.modes]
     args.stage_balance = _stage_balance(args)
     results: Dict[str, Any] = dict(args=vars(args))
     for mode in modes:
@@ -307,6 +313,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                     ]
                     # the last stage ends last
                     return dict(ranks[1], workers=ranks)
+                if mode == 'd':  # two independent runs of (a) at once
+                    out = osp.join(tmp, 'd_{rank}.pth')
+                    mp.spawn(_sequential, args=(args, 1, out, 'time'),
+                             nprocs=2)
+                    runs = [
+                        torch.load(out.format(rank=r), weights_only=False)
+                        for r in range(2)
+                    ]
+                    return dict(images_per_s=sum(r['images_per_s']
+                                                 for r in runs))
                 out = osp.join(tmp, f'{mode}_{measure}.pth')
                 mp.spawn(_sequential,
                          args=(args, 1 if mode == 'a' else 2, out, measure),
@@ -331,6 +347,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 res['ratio_to_a'] = statistics.median(
                     x / y for x, y in zip(res['rounds'],
                                           results['a']['rounds']))
+            if mode == 'd':
+                continue  # the memory of (a), twice
             memory = run(mode, 'memory')
             workers = memory.get('workers', [memory])
             res['workers'] = [{
@@ -370,20 +388,22 @@ def report(args: argparse.Namespace, results: Dict[str, Any]) -> None:
           f'{args.warmup}')
     base = results.get('a', {}).get('images_per_s')
     names = dict(a='(a) sequential, 1 thread', b='(b) sequential, 2 threads',
+                 d='(d) 2 independent (a) at once, summed',
                  c='(c) pipeline, 2 processes x 1 thread')
-    for mode in ('a', 'b', 'c'):
+    for mode in ('a', 'b', 'c', 'd'):
         if mode not in results:
             continue
         res = results[mode]
         ratio = f'{res["ratio_to_a"]:.2f}x (a)' if base else ''
-        workers = res.get('workers', [res])
+        workers = res.get('workers', [])
         memory = ', '.join(
             f'live {w["peak_live_bytes"] / mib:.0f} MiB / RSS '
             f'{w["peak_rss_bytes"] / mib:.0f} MiB' for w in workers)
+        memory = f'per worker: {memory}' if memory else ''
         spread = (f' ({min(res["rounds"]):.2f}-{max(res["rounds"]):.2f})'
                   if len(res.get('rounds', [])) > 1 else '')
         print(f'{names[mode]:40s} {res["images_per_s"]:8.2f} img/s{spread} '
-              f'{ratio:10s} per worker: {memory}')
+              f'{ratio:10s} {memory}')
     if 'b' in results and 'c' in results:
         import statistics
         over_b = [
