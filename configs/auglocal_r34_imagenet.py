@@ -17,7 +17,8 @@ _base_ = [
 model = dict(
     # Memory options, all exact (the same updates and BN statistics;
     # docs/benchmarks.md, "AugLocal d = 4 against BP: memory"), together
-    # 0.50x BP's peak at batch 128 for +5.6% of the FLOPs of a training step:
+    # 0.50x BP's peak at batch 128 in one process (live tensors) for +5.6%
+    # of the FLOPs of a training step:
     # - the stem in chunks of 16 images (LeanStem): removes the largest
     #   tensors of local module 0; costs three recomputations of the stem
     #   convolution (+0.8%);

@@ -150,6 +150,11 @@ def _apply_options(model: dict, wrapper: dict,
     augl = isinstance(aux_head, dict) and \
         aux_head.get('type') == 'AugLocalAuxHead'
     for option in options:
+        if option in ('plain', 'cp'):
+            # every block, every head (the config may select some)
+            backbone.pop('cp_stages', None)
+            if augl:
+                aux_head.pop('cp_max_downsample', None)
         if option == 'plain':
             backbone['stem_chunk_size'] = None
             backbone['with_cp'] = False

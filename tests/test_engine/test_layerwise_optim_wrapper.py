@@ -163,6 +163,22 @@ def test_refuses_global_norm_and_accumulation():
             _optimizer(model, 'sgd'), accumulative_counts=2)
 
 
+def test_refuses_several_processes_without_a_reducer():
+    """With several processes the update needs the averaged gradients: a
+    backward without a gradient reducer stops before any update."""
+    model = _model()
+    before = copy.deepcopy(model.state_dict())
+    wrapper = LayerwiseLocalOptimWrapper(_optimizer(model, 'sgd'))
+    target = ('auglocal_det.engine.optim_wrappers.local_optim_wrapper.'
+              'get_world_size')
+    with mock.patch(target, return_value=2):
+        with pytest.raises(RuntimeError, match='no gradient reducer'):
+            model.train_step(_batch(0), wrapper)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]) or 'running' in name or \
+            'num_batches' in name, name
+
+
 def test_updates_wait_for_the_gradient_reducer():
     """With a reducer registered, a module is updated when the reducer
     reports it final, not when its backward returns."""

@@ -71,6 +71,8 @@ def test_rule_configs_follow_the_config_files():
         parse_rule('auglocal-d3', CONFIGS), image_size=32, num_classes=10)
     assert model['backbone']['stem_chunk_size'] == 16
     assert model['backbone']['with_cp']
+    assert list(model['backbone']['cp_stages']) == [0]
+    assert model['aux_head']['cp_max_downsample'] == 8
     assert model['aux_head']['depth'] == 3
     assert model['image_size'] == 32 and model['num_classes'] == 10
     assert wrapper['type'] == 'LayerwiseLocalOptimWrapper'
@@ -84,6 +86,9 @@ def test_rule_configs_follow_the_config_files():
     model, wrapper = rule_configs(
         parse_rule('auglocal-d3+plain+cp+lw', CONFIGS), 32)
     assert model['backbone']['with_cp'] and model['aux_head']['with_cp']
+    # +cp checkpoints every block of every head
+    assert 'cp_stages' not in model['backbone']
+    assert 'cp_max_downsample' not in model['aux_head']
     assert wrapper['type'] == 'LayerwiseLocalOptimWrapper'
     # BP is the plain baseline
     model, wrapper = rule_configs(

@@ -335,6 +335,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             for mode in modes:
                 res = run(mode, 'time')
                 results[mode]['rounds'].append(res['images_per_s'])
+                if 'sizes' in res:  # a measured split may change
+                    results[mode].setdefault('round_sizes', []).append(
+                        res['sizes'])
                 for key in ('module_seconds', 'sizes',
                             'predicted_efficiency'):
                     if key in res:

@@ -320,6 +320,7 @@ class LocalPipelineParallel(nn.Module):
             times = torch.tensor(
                 module_times(model, profile_batch_size), dtype=torch.float64)
             dist.all_reduce(times, group=group)
+            times /= dist.get_world_size(group)
             return balance_stages(times.tolist(), num_stages)
         costs = module_costs(model)
         sizes = [int(n) for n in balance]

@@ -139,6 +139,8 @@ def module_times(model: nn.Module,
         for name, buf in model.named_buffers()
     }
     grads = [(p, p.grad) for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = None
     per_element = _update_seconds_per_element(device)
     times: List[float] = []
     devices = [device.index or 0] if device.type == 'cuda' else []

@@ -7,8 +7,9 @@ optimizer step at the end of the iteration, so the gradients of the whole
 network and of all its auxiliary networks are alive together, and the step
 itself (a multi-tensor update) allocates temporaries as large as all of
 them. The wrappers here apply module j's update right after its backward
-and free its gradients (``param.grad = None``), so at most one module's
-gradients exist at any time.
+and free its gradients (``param.grad = None``), so in one process at most
+one module's gradients exist at any time (under data parallelism, those
+of the modules whose all-reduce is still running).
 
 The result is the same as with :class:`LocalOptimWrapper` whenever the
 update of a parameter depends only on its own gradient and optimizer state
@@ -27,11 +28,13 @@ that the data-parallel wrapper's reducer triggers once the module's bucket
 is reduced, so it is the update of the averaged gradient, as in the one
 step of :class:`LocalOptimWrapper`.
 """
+import logging
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.dist import get_world_size
+from mmengine.logging import print_log
 from torch.optim import Optimizer
 
 from auglocal_det.errors import InputError
@@ -210,9 +213,16 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
             self._num_checked = len(self._finite_flags)
             if not self.check_finite:
                 return True
-            return bool(
+            finite = bool(
                 torch.stack([torch.isfinite(p.grad).all()
                              for p in params]).all())
+            if not finite:
+                print_log(
+                    f'{type(self).__name__}: non-finite averaged gradients '
+                    f'of {len(params)} parameters at iteration '
+                    f'{self._inner_count + 1}; their update is skipped on '
+                    'every process', logger='current', level=logging.WARNING)
+            return finite
         return self._losses_finite()
 
     def _losses_finite(self) -> bool:

@@ -61,6 +61,7 @@ from typing import (
 
 import torch
 import torch.distributed as dist
+from mmengine.dist import get_world_size
 from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from torch.optim import Optimizer
@@ -206,6 +207,13 @@ class LocalOptimWrapper(OptimWrapper):
             if self._reducer is not None:
                 self._reducer(params)
             else:
+                if self._grads_final_hooks and get_world_size() > 1:
+                    raise RuntimeError(
+                        f'{type(self).__name__}: {get_world_size()} '
+                        'processes but no gradient reducer, so the '
+                        'gradients are not averaged before the per-module '
+                        'update; wrap the model in '
+                        'LocalDistributedDataParallel (model_wrapper_cfg)')
                 self.grads_final(params)
 
     def grads_final(self, params: List[torch.nn.Parameter]) -> None:
