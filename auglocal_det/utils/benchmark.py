@@ -369,7 +369,12 @@ class RuleRun:
         memory.update(peak_bytes=None, peak_trace=[])
         if measure_live or meta:
             gc.collect()
-            tracker = LiveTensorTracker(model, wrapper.optimizer)
+            # heads resting in host memory (model.aux_head_offload) are
+            # not what the compute device holds
+            offload = getattr(model, 'aux_head_offload', None)
+            tracker = LiveTensorTracker(
+                model, wrapper.optimizer,
+                exclude=offload.host_tensors() if offload else None)
             with tracker:
                 model.train_step(data, wrapper)
             report = tracker.report

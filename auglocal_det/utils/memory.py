@@ -160,6 +160,10 @@ class LiveTensorTracker(TorchDispatchMode):
         optimizers (Optimizer | Iterable[Optimizer], optional): Optimizers
             whose state, and the tensors their ``step`` creates, are
             counted as ``optim``. Defaults to None.
+        exclude (Iterable[Tensor], optional): Tensors whose storages are
+            not counted, e.g. the host copies of
+            :class:`~auglocal_det.models.layers.HostOffload`, to count what
+            the compute device holds. Defaults to None.
 
     Examples:
         >>> tracker = LiveTensorTracker(model, optimizer)
@@ -179,7 +183,8 @@ class LiveTensorTracker(TorchDispatchMode):
     def __init__(
         self,
         modules: Union[nn.Module, Iterable[nn.Module], None] = None,
-        optimizers: Union[Optimizer, Iterable[Optimizer], None] = None
+        optimizers: Union[Optimizer, Iterable[Optimizer], None] = None,
+        exclude: Optional[Iterable[torch.Tensor]] = None
     ) -> None:
         super().__init__()
         if isinstance(modules, nn.Module):
@@ -188,6 +193,8 @@ class LiveTensorTracker(TorchDispatchMode):
             optimizers = [optimizers]
         self.modules: List[nn.Module] = list(modules or [])
         self.optimizers: List[Optimizer] = list(optimizers or [])
+        self.exclude: List[torch.Tensor] = list(exclude or [])
+        self._excluded: set = set()
         self.report = MemoryReport()
         self._reset()
 
@@ -251,7 +258,7 @@ class LiveTensorTracker(TorchDispatchMode):
                 state). Defaults to False.
         """
         storage = self._storage(tensor)
-        if storage is None:
+        if storage is None or self._key(storage) in self._excluded:
             return
         key = self._key(storage)
         record = self._records.get(key)
@@ -399,6 +406,11 @@ class LiveTensorTracker(TorchDispatchMode):
     # ------------------------------------------------------------- context
     def __enter__(self) -> 'LiveTensorTracker':
         self._reset()
+        self._excluded = {
+            self._key(storage)
+            for storage in map(self._storage, self.exclude)
+            if storage is not None
+        }
         self._track_state()
         self.report = MemoryReport(baseline_bytes=sum(self._live.values()))
         self._start_clock = self._clock

@@ -123,6 +123,24 @@ def test_sibling_configs():
         assert cfg.train_cfg == ref.train_cfg, name
 
 
+def test_offload_recipe():
+    """The recipe with the heads in host memory: the same network and
+    schedule, the per-layer step it needs, the heads resting on the CPU."""
+    cfg = _imagenet_cfg('auglocal_r34_offload_imagenet.py')
+    ref = _imagenet_cfg('auglocal_r34_imagenet.py')
+    assert cfg.model.aux_head_offload == dict(host='cpu')
+    assert cfg.optim_wrapper == ref.optim_wrapper
+    assert cfg.optim_wrapper.type == 'LayerwiseLocalOptimWrapper'
+    del cfg.model['aux_head_offload']
+    assert cfg.model == ref.model
+    assert cfg.train_cfg == ref.train_cfg
+    with torch.device('meta'):
+        model = MODELS.build(_imagenet_cfg(
+            'auglocal_r34_offload_imagenet.py').model)
+    assert model.aux_head_offload.host == torch.device('cpu')
+    assert len(model.aux_head_offload.modules) == model.num_aux == 16
+
+
 def test_missing_imagenet_fails_when_the_runner_builds_data(tmp_path):
     from mmengine.runner import Runner
     cfg = _imagenet_cfg('bp_r34_imagenet.py')

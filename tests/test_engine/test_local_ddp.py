@@ -38,11 +38,11 @@ NUM_ITERS = 3
 GLOBAL_BATCH = 4
 
 
-def build_model(seed: int) -> nn.Module:
+def build_model(seed: int, **extra) -> nn.Module:
     """Tiny AugLocal (d=2) classifier with frozen, non-trivial BN.
 
     It has a parameter ``unused`` that no loss reaches (see
-    ``build_ddp_model``).
+    ``build_ddp_model``); ``extra`` goes to the classifier's config.
     """
     return build_ddp_model(
         dict(
@@ -51,7 +51,8 @@ def build_model(seed: int) -> nn.Module:
                           base_channels=8),
             aux_head=dict(type='AugLocalAuxHead', depth=2),
             num_classes=5,
-            image_size=16),
+            image_size=16,
+            **extra),
         seed)
 
 
@@ -128,19 +129,22 @@ def test_two_processes_equal_one_process(tmp_path):
 
 
 def _layerwise_worker(rank: int) -> dict:
-    """The same replicas trained with the one step at the end and with
-    the per-module step; then an iteration whose last loss is NaN on
-    rank 1 only."""
+    """The same replicas trained with the one step at the end, with the
+    per-module step and with it and the auxiliary heads resting in host
+    memory; then an iteration whose last loss is NaN on rank 1 only."""
     per_rank = GLOBAL_BATCH // WORLD_SIZE
     states = {}
-    for kind in (LocalOptimWrapper, LayerwiseLocalOptimWrapper):
-        model = build_model(seed=rank)
+    for kind, offload in ((LocalOptimWrapper, None),
+                          (LayerwiseLocalOptimWrapper, dict(host='cpu')),
+                          (LayerwiseLocalOptimWrapper, None)):
+        model = build_model(seed=rank, aux_head_offload=offload)
         step_model = wrap_local_ddp(model)
         wrapper = kind(sgd(model))
         for it in range(NUM_ITERS):
             data = make_batch(it, rank * per_rank, (rank + 1) * per_rank)
             step_model.train_step(data, wrapper)
-        states[kind.__name__] = copy.deepcopy(model.state_dict())
+        key = kind.__name__ + ('+offload' if offload else '')
+        states[key] = copy.deepcopy(model.state_dict())
     before = copy.deepcopy(model.state_dict())
     if rank == 1:
         model.backbone.layer3[-1].register_forward_hook(
@@ -158,13 +162,16 @@ def _layerwise_worker(rank: int) -> dict:
 def test_layerwise_step_under_data_parallel(tmp_path):
     """LayerwiseLocalOptimWrapper under LocalDistributedDataParallel
     updates each module once its all-reduce has finished: the same
-    weights, bit for bit, as the one step at the end of the iteration."""
+    weights, bit for bit, as the one step at the end of the iteration,
+    also with the auxiliary heads resting in host memory between uses."""
     results = run_gloo_processes(_layerwise_worker, WORLD_SIZE, tmp_path)
     for result in results:
         plain = result['states']['LocalOptimWrapper']
-        layerwise = result['states']['LayerwiseLocalOptimWrapper']
-        for name, value in plain.items():
-            assert torch.equal(value, layerwise[name]), name
+        for kind in ('LayerwiseLocalOptimWrapper',
+                     'LayerwiseLocalOptimWrapper+offload'):
+            layerwise = result['states'][kind]
+            for name, value in plain.items():
+                assert torch.equal(value, layerwise[name]), (kind, name)
     for name, value in results[0]['after'].items():
         assert torch.equal(value, results[1]['after'][name]), name
     # a NaN loss on one rank: every rank stops, naming the module, the

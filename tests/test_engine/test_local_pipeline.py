@@ -302,6 +302,9 @@ def test_refuses_what_cannot_be_pipelined():
              num_classes=4, image_size=16, span=2))
     with pytest.raises(InputError, match='cascaded stream'):
         LocalPipelineParallel(mlaan, num_stages=2)
+    offload = MODELS.build(dict(MODEL, aux_head_offload=dict(host='cpu')))
+    with pytest.raises(InputError, match='aux_head_offload=None'):
+        LocalPipelineParallel(offload, num_stages=2)
     model = MODELS.build(MODEL)
     with pytest.raises(InputError, match='more than the model has'):
         LocalPipelineParallel(model, num_stages=11)

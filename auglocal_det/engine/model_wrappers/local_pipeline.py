@@ -287,6 +287,13 @@ class LocalPipelineParallel(nn.Module):
                 "backpropagation's backward crosses every stage; use "
                 "rule='local' or model_wrapper_cfg.type="
                 "'LocalDistributedDataParallel'")
+        if getattr(model, 'aux_head_offload', None) is not None:
+            raise InputError(
+                'model.aux_head_offload sends each auxiliary head back to '
+                'host memory after its per-layer update, which '
+                'LocalPipelineParallel does not make (it takes one '
+                'optimizer step per update); set model.aux_head_offload='
+                'None')
         if hasattr(model, 'cascade_range') and num_stages > 1:
             raise InputError(
                 f'{type(model).__name__} cannot be pipelined exactly: the '

@@ -19,6 +19,7 @@ the FLOP counter consume the same generators.
 """
 import itertools
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import (
     Dict,
     Iterator,
@@ -37,6 +38,7 @@ from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapper
 
 from auglocal_det.engine.optim_wrappers import (
+    LayerwiseLocalOptimWrapper,
     LocalOptimWrapper,
     check_local_optim_wrapper,
 )
@@ -45,6 +47,7 @@ from auglocal_det.registry import MODELS
 from auglocal_det.structures import ClsDataSample
 
 from ..aux_heads import AuxBatch, build_aux_heads
+from ..layers import HostOffload
 
 __all__ = ['GlobalPoolFcHead', 'LocalImageClassifier', 'LocalStep']
 
@@ -156,6 +159,15 @@ class LocalImageClassifier(BaseModel):
             emit RGB).
         train_cfg (dict, optional): Training options, kept for
             compatibility with MMEngine configs. Defaults to None.
+        aux_head_offload (dict, optional): Keep the auxiliary heads'
+            parameters, buffers and optimizer state in host memory between
+            their uses (:class:`~auglocal_det.models.layers.HostOffload`;
+            keys ``host``, default ``'cpu'``, and ``pin_memory``): in
+            training each head is brought in just before its module's loss
+            (the next one on a side stream on CUDA) and goes back right
+            after its per-layer update, so it needs
+            ``LayerwiseLocalOptimWrapper``. The updates are unchanged.
+            Defaults to None: the heads stay where the model is.
         init_cfg (dict | list[dict], optional): Initialization config.
             Defaults to None.
 
@@ -179,6 +191,7 @@ class LocalImageClassifier(BaseModel):
                  rule: str = 'local',
                  data_preprocessor: Optional[dict] = None,
                  train_cfg: Optional[dict] = None,
+                 aux_head_offload: Optional[dict] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(
@@ -235,6 +248,46 @@ class LocalImageClassifier(BaseModel):
             self.head = GlobalPoolFcHead(num_classes=num_classes, **head)
         width = max(2, len(str(self.num_modules - 1)))
         self._tags = [f'l{j:0{width}d}' for j in range(self.num_modules)]
+        self._offload: Optional[HostOffload] = None
+        self._offload_optimizer: Optional[torch.optim.Optimizer] = None
+        if aux_head_offload is not None:
+            self._offload = self._build_offload(aux_head_offload)
+
+    def _build_offload(self, cfg: dict) -> HostOffload:
+        """The :class:`HostOffload` of ``model.aux_head_offload``."""
+        if self.rule == 'bp':
+            raise InputError(
+                "model.aux_head_offload needs auxiliary heads; model.rule="
+                "'bp' has none")
+        unknown = sorted(set(cfg) - {'host', 'pin_memory'})
+        if unknown:
+            raise InputError(
+                f'model.aux_head_offload has unknown keys {unknown}; it '
+                "takes 'host' and 'pin_memory'")
+        try:
+            return HostOffload(self.aux_heads, **cfg)
+        except RuntimeError as err:  # torch.device of a bad string
+            raise InputError(
+                f'model.aux_head_offload.host={cfg.get("host")!r}: '
+                f'{err}') from None
+
+    @property
+    def aux_head_offload(self) -> Optional[HostOffload]:
+        """HostOffload: Where the auxiliary heads rest between uses (None
+        without ``aux_head_offload``)."""
+        return self._offload
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        # called first by state_dict() (and by MMEngine's checkpoint
+        # writer): the host copies must be complete before they are read
+        if self._offload is not None:
+            self._offload.synchronize()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        if self._offload is not None:
+            self._offload.synchronize()
+        super()._load_from_state_dict(*args, **kwargs)
 
     @staticmethod
     def _split(split_points: Optional[Sequence[int]],
@@ -350,6 +403,11 @@ class LocalImageClassifier(BaseModel):
             and the logits (or None).
         """
         if index < self.num_aux:
+            if self._offload is not None:
+                self._offload.fetch(index, feat.device,
+                                    self._offload_optimizer)
+                self._offload.prefetch(index + 1, feat.device,
+                                       self._offload_optimizer)
             losses, logits = self.aux_heads[index].loss(feat, batch)
             if not losses:
                 raise RuntimeError(
@@ -600,7 +658,11 @@ class LocalImageClassifier(BaseModel):
             if index == self.num_modules - 1:
                 scores = F.softmax(self.head(feat), dim=1)
                 continue
+            if self._offload is not None:
+                self._offload.fetch(index, feat.device)
             logits = self.aux_heads[index].predict(feat)
+            if self._offload is not None:
+                self._offload.release(index)
             if logits is None:
                 aux_labels.append(
                     feat.new_full((feat.size(0), ), -1, dtype=torch.long))
@@ -654,6 +716,40 @@ class LocalImageClassifier(BaseModel):
         if self.num_modules > 1:
             check_local_optim_wrapper(optim_wrapper, type(self).__name__)
         local = isinstance(optim_wrapper, LocalOptimWrapper)
+        if self._offload is None:
+            return self._train_step(data, optim_wrapper, local)
+        if not isinstance(optim_wrapper, LayerwiseLocalOptimWrapper):
+            raise InputError(
+                'model.aux_head_offload sends each auxiliary head back to '
+                'host memory right after its update, so it needs the '
+                "per-layer step: optim_wrapper.type='"
+                "LayerwiseLocalOptimWrapper' (or "
+                f"'AmpLayerwiseLocalOptimWrapper'), got "
+                f'{type(optim_wrapper).__name__}')
+        with self._offloading(optim_wrapper):
+            return self._train_step(data, optim_wrapper, local)
+
+    @contextmanager
+    def _offloading(self, optim_wrapper: LocalOptimWrapper) -> Iterator[None]:
+        """One iteration with the heads at rest in host memory: each goes
+        back once the per-layer update of its module is made (a
+        grads-final hook, after the update's)."""
+        optimizer = optim_wrapper.optimizer
+        offload = self._offload
+        offload.release_all(optimizer)
+        self._offload_optimizer = optimizer
+        try:
+            with optim_wrapper.grads_final_hook(
+                    lambda params: offload.release_params(params, optimizer)):
+                yield
+            offload.release_all(optimizer)
+        finally:
+            self._offload_optimizer = None
+
+    def _train_step(self, data: Union[dict, tuple, list],
+                    optim_wrapper: OptimWrapper,
+                    local: bool) -> Dict[str, torch.Tensor]:
+        """The iteration of :meth:`train_step`."""
         with optim_wrapper.optim_context(self):
             data = self.data_preprocessor(data, True)
         inputs = data.pop('inputs')

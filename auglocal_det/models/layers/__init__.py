@@ -1,3 +1,4 @@
+from .host_offload import HostOffload
 from .lean_stem import LeanStem
 from .local_layer_spec import LayerFactory, LocalLayerSpec, to_2tuple_size
 from .res_blocks import (
@@ -11,7 +12,7 @@ from .res_blocks import (
 )
 
 __all__ = [
-    'BasicBlock', 'Bottleneck', 'LayerFactory', 'LeanStem', 'LocalLayerSpec',
+    'BasicBlock', 'Bottleneck', 'HostOffload', 'LayerFactory', 'LeanStem', 'LocalLayerSpec',
     'build_norm_layer', 'build_shortcut', 'get_block', 'make_res_block',
     'make_res_layer', 'to_2tuple_size'
 ]

@@ -1,0 +1,317 @@
+"""Keep modules in host memory between their uses in an iteration.
+
+A local module's auxiliary head is used three times per iteration, one
+right after the other: its forward, its backward and (with the per-layer
+optimizer step) its update. Between the update and the next iteration's
+forward nothing reads its parameters or their optimizer state. With
+:class:`HostOffload` they rest in host memory (pinned when the compute
+device is a GPU) and only the heads in use, and the next one being brought
+in, are on the compute device. AugLocal d = 4's heads for ResNet-34 hold
+154.4 M parameters, 7 times the network's own; with momentum that is
+1178 MiB of the 1344.5 MiB of parameters and optimizer state.
+
+The copies are exact (``Tensor.copy_``), and forward, backward and update
+run on the compute device as without offloading, so the updates are the
+same bit for bit. On CUDA the copies run on a side stream: head ``j + 1``
+is brought in while module ``j`` computes, and head ``j - 1`` goes back
+while module ``j`` computes. Host and compute device may both be the CPU
+(the copies are then plain copies); that is how the tests check the
+updates.
+
+What moves: a module's parameters and buffers (BatchNorm's running
+statistics are updated by its forward), and the optimizer state tensors of
+its parameters that have the parameter's shape (momentum, Adam's moments).
+Scalar state such as Adam's ``step`` stays where the optimizer keeps it.
+Tensors are moved by assigning ``Tensor.data``, so parameters, buffers and
+state entries keep their identity (the optimizer's state stays keyed by the
+same parameters).
+"""
+import weakref
+from contextlib import nullcontext
+from typing import (
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
+
+import torch
+import torch.nn as nn
+from torch.optim import Optimizer
+
+__all__ = ['HostOffload']
+
+
+class HostOffload:
+    """Host-memory residence for a list of modules, brought in on demand.
+
+    Args:
+        modules (Sequence[nn.Module]): The modules (auxiliary heads), by
+            index.
+        host (str | torch.device): Where they rest. Defaults to ``'cpu'``.
+        pin_memory (bool, optional): Allocate the host copies in pinned
+            memory, so that copies to and from a GPU can overlap with its
+            compute. Defaults to None: when the compute device is CUDA.
+
+    Examples:
+        >>> offload = HostOffload(model.aux_heads)
+        >>> offload.fetch(3, torch.device('cuda'), optimizer)  # in
+        >>> offload.prefetch(4, torch.device('cuda'), optimizer)
+        >>> ...  # forward, backward and update of head 3
+        >>> offload.release(3, optimizer)  # back to host memory
+        >>> offload.synchronize()  # before reading host copies on the CPU
+    """
+
+    def __init__(self,
+                 modules: Sequence[nn.Module],
+                 host: str = 'cpu',
+                 pin_memory: Optional[bool] = None) -> None:
+        self.modules = list(modules)
+        self.host = torch.device(host)
+        self.pin_memory = pin_memory
+        self._index_of: Dict[int, int] = {
+            id(p): i
+            for i, module in enumerate(self.modules)
+            for p in module.parameters()
+        }
+        #: index -> the device its tensors are on now (absent: at rest)
+        self._resident: Dict[int, torch.device] = {}
+        #: id of a moved tensor -> (a weak reference to it, its host copy,
+        #: reused every iteration); the entry goes when the tensor does
+        self._host_copy: Dict[int, Tuple[weakref.ref, torch.Tensor]] = {}
+        self._streams: Dict[torch.device, 'torch.cuda.Stream'] = {}
+        self._settled = False
+
+    # ------------------------------------------------------------ queries
+    @property
+    def resident(self) -> Set[int]:
+        """set[int]: Indices of the modules on a compute device now."""
+        return set(self._resident)
+
+    def index_of(self, params: Iterable[nn.Parameter]) -> Set[int]:
+        """Indices of the modules that own some of ``params``."""
+        return {
+            self._index_of[id(p)]
+            for p in params if id(p) in self._index_of
+        }
+
+    def host_tensors(self) -> List[torch.Tensor]:
+        """The host copies (resting or not), e.g. to leave them out of a
+        count of what the compute device holds."""
+        return [host for _, host in self._host_copy.values()]
+
+    # -------------------------------------------------------------- moves
+    def fetch(self,
+              index: int,
+              device: torch.device,
+              optimizer: Optional[Optimizer] = None) -> None:
+        """Make module ``index`` usable on ``device``: bring it in if it is
+        not there, and make the compute stream wait for the copies.
+
+        Args:
+            index (int): The module.
+            device (torch.device): The compute device.
+            optimizer (Optimizer, optional): Whose state of the module's
+                parameters comes along (training). Defaults to None.
+        """
+        self.prefetch(index, device, optimizer)
+        stream = self._streams.get(device)
+        if stream is not None:
+            current = torch.cuda.current_stream(device)
+            current.wait_stream(stream)
+            for tensor in self._tensors(index, optimizer):
+                tensor.data.record_stream(current)
+
+    def prefetch(self,
+                 index: int,
+                 device: torch.device,
+                 optimizer: Optional[Optimizer] = None) -> None:
+        """Start bringing module ``index`` to ``device`` (on a side stream
+        on CUDA, at once elsewhere); :meth:`fetch` waits for it. Indices
+        out of range are ignored.
+
+        Args:
+            index (int): The module.
+            device (torch.device): The compute device.
+            optimizer (Optimizer, optional): As in :meth:`fetch`.
+        """
+        if not 0 <= index < len(self.modules):
+            return
+        with self._on_side_stream(device):
+            for tensor in self._tensors(index, optimizer):
+                self._bring_in(tensor, device)
+        self._resident[index] = device
+
+    def release(self,
+                index: int,
+                optimizer: Optional[Optimizer] = None) -> None:
+        """Send module ``index`` (and its optimizer state) back to host
+        memory.
+
+        Args:
+            index (int): The module.
+            optimizer (Optimizer, optional): Whose state goes along.
+
+        Raises:
+            RuntimeError: If a parameter still has a gradient: only a
+                module whose update has been made can rest.
+        """
+        for param in self.modules[index].parameters():
+            if param.grad is not None:
+                raise RuntimeError(
+                    f'HostOffload: module {index} is released with a '
+                    'gradient still alive; it must be updated first (the '
+                    'per-layer step frees gradients after the update)')
+        device = self._resident.pop(index, None)
+        with self._on_side_stream(device) as stream:
+            for tensor in self._tensors(index, optimizer):
+                self._send_back(tensor, stream)
+
+    def release_params(self,
+                       params: Iterable[nn.Parameter],
+                       optimizer: Optional[Optimizer] = None) -> None:
+        """Release the modules that own some of ``params`` (a grads-final
+        hook after the per-layer update)."""
+        for index in sorted(self.index_of(params)):
+            self.release(index, optimizer)
+
+    def release_all(self, optimizer: Optional[Optimizer] = None) -> None:
+        """Send every module back to host memory: the resident ones, and
+        the first time every module (they start wherever the model was
+        moved)."""
+        if self._settled:
+            indices = sorted(self._resident)
+        else:
+            indices = range(len(self.modules))
+            self._settled = True
+        for index in indices:
+            self.release(index, optimizer)
+
+    def synchronize(self) -> None:
+        """Wait for the copies in flight: call before the CPU reads or
+        writes the host copies (a checkpoint, loading a state dict)."""
+        for stream in self._streams.values():
+            stream.synchronize()
+
+    # ------------------------------------------------------------ helpers
+    def _state(self, index: int,
+               optimizer: Optional[Optimizer]) -> Iterator[torch.Tensor]:
+        if optimizer is None:
+            return
+        for param in self.modules[index].parameters():
+            state = optimizer.state.get(param)
+            if not state:
+                continue
+            for value in state.values():
+                if (isinstance(value, torch.Tensor)
+                        and value.shape == param.shape):
+                    yield value
+
+    def _tensors(self, index: int,
+                 optimizer: Optional[Optimizer]) -> List[torch.Tensor]:
+        module = self.modules[index]
+        tensors = list(module.parameters()) + list(module.buffers())
+        return tensors + list(self._state(index, optimizer))
+
+    def _get_host(self, tensor: torch.Tensor) -> Optional[torch.Tensor]:
+        entry = self._host_copy.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            return None
+        return entry[1]
+
+    def _set_host(self, tensor: torch.Tensor, host: torch.Tensor) -> None:
+        key = id(tensor)
+
+        def forget(_, table=self._host_copy, key=key):
+            table.pop(key, None)
+
+        self._host_copy[key] = (weakref.ref(tensor, forget), host)
+
+    def _at_rest(self, tensor: torch.Tensor) -> bool:
+        host = self._get_host(tensor)
+        # the same storage (meta tensors all have data pointer 0)
+        return (host is not None and tensor.device == host.device
+                and tensor.untyped_storage()._cdata ==
+                host.untyped_storage()._cdata)
+
+    def _bring_in(self, tensor: torch.Tensor, device: torch.device) -> None:
+        """Give ``tensor`` a copy on ``device`` unless it is there (a
+        separate copy also when the host is the device)."""
+        if tensor.device == device and not self._at_rest(tensor):
+            return
+        moved = torch.empty_like(tensor.data, device=device)
+        if tensor.device.type != 'meta' and device.type != 'meta':
+            moved.copy_(tensor.data, non_blocking=True)
+        tensor.data = moved
+
+    def _send_back(self, tensor: torch.Tensor,
+                   stream: Optional['torch.cuda.Stream']) -> None:
+        """Copy ``tensor`` into its host copy and let it point there."""
+        if self._at_rest(tensor):
+            return
+        pin = self._pin(tensor.device)
+        # a dry run on the meta device keeps shapes only: its host copies
+        # are meta tensors too (a tensor cannot point from meta to host)
+        host_device = tensor.device if tensor.device.type == 'meta' \
+            else self.host
+        host = self._get_host(tensor)
+        if host is None or host.shape != tensor.shape \
+                or host.dtype != tensor.dtype:
+            if tensor.device == host_device and (not pin
+                                                 or tensor.is_pinned()):
+                # host memory already (a tensor that never moved, or a
+                # state tensor created there): it becomes the host copy
+                self._set_host(tensor, tensor.data)
+                return
+            host = torch.empty(
+                tensor.shape,
+                dtype=tensor.dtype,
+                device=host_device,
+                pin_memory=pin)
+            self._set_host(tensor, host)
+        if tensor.device.type != 'meta':
+            host.copy_(tensor.data, non_blocking=stream is not None)
+        if stream is not None:  # free the device memory after the copy
+            tensor.data.record_stream(stream)
+        tensor.data = host
+
+    def _pin(self, device: Optional[torch.device]) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return (device is not None and device.type == 'cuda'
+                and self.host.type == 'cpu')
+
+    def _on_side_stream(self, device: Optional[torch.device]):
+        """The side stream of a CUDA ``device`` as a context that yields
+        it (a context yielding None elsewhere).
+
+        The stream first waits for the compute stream: a copy to the host
+        must follow the update, a copy in must not overtake the copy out
+        of the same tensor (both go through this stream, in order).
+        """
+        if device is None or device.type != 'cuda':
+            return nullcontext()
+        stream = self._streams.get(device)
+        if stream is None:
+            stream = self._streams[device] = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        return _StreamContext(stream)
+
+
+class _StreamContext:
+    """``torch.cuda.stream(stream)`` that also yields the stream."""
+
+    def __init__(self, stream: torch.cuda.Stream) -> None:
+        self.stream = stream
+        self._context = torch.cuda.stream(stream)
+
+    def __enter__(self) -> torch.cuda.Stream:
+        self._context.__enter__()
+        return self.stream
+
+    def __exit__(self, *exc) -> None:
+        self._context.__exit__(*exc)

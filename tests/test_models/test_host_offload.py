@@ -1,0 +1,214 @@
+"""Tests of the auxiliary heads kept in host memory between their uses.
+
+Host and compute device are both the CPU here: the heads still go to
+separate host copies and come back as new tensors, so the bookkeeping, the
+optimizer state's travels and the exactness of the updates are all
+checked; only the side stream of CUDA is not.
+"""
+import copy
+
+import pytest
+import torch
+from common_utils import make_batch, sgd
+
+import auglocal_det  # noqa: F401  (registers the components)
+from auglocal_det.engine.optim_wrappers import (
+    LayerwiseLocalOptimWrapper,
+    LocalOptimWrapper,
+)
+from auglocal_det.errors import InputError
+from auglocal_det.models.layers import HostOffload
+from auglocal_det.registry import MODELS
+from auglocal_det.utils.memory import LiveTensorTracker
+
+
+def _cfg(offload=None, **aux):
+    return dict(
+        type='LocalImageClassifier',
+        backbone=dict(type='LocalResNet', depth=18, base_channels=8),
+        aux_head=dict(type='AugLocalAuxHead', depth=2, **aux),
+        num_classes=5,
+        image_size=16,
+        aux_head_offload=offload)
+
+
+def _build(offload=None, **aux):
+    torch.manual_seed(0)
+    return MODELS.build(_cfg(offload, **aux)).train()
+
+
+def _momentum(optimizer, params):
+    return [optimizer.state[p]['momentum_buffer'] for p in params]
+
+
+def _host_ptrs(offload):
+    return {t.data_ptr() for t in offload.host_tensors()}
+
+
+def _train(model, iters=3, start=0):
+    wrapper = LayerwiseLocalOptimWrapper(sgd(model))
+    logs = [model.train_step(make_batch(start + it), wrapper)
+            for it in range(iters)]
+    return wrapper, logs
+
+
+@pytest.mark.parametrize('aux', [dict(), dict(with_cp=1)])
+def test_same_updates_bit_for_bit(aux):
+    """Weights, BatchNorm statistics, momentum and logged losses equal
+    those of the heads kept in place, exactly, over three iterations (the
+    first creates the momentum on the compute device, the later ones bring
+    it in from host memory)."""
+    ref = _build(**aux)
+    model = _build(dict(host='cpu'), **aux)
+    ref_wrapper, ref_logs = _train(ref)
+    wrapper, logs = _train(model)
+    for log, ref_log in zip(logs, ref_logs):
+        assert list(log) == list(ref_log)
+        for key in ref_log:
+            assert torch.equal(log[key], ref_log[key]), key
+    state, ref_state = model.state_dict(), ref.state_dict()
+    assert list(state) == list(ref_state)
+    for key, value in ref_state.items():
+        assert torch.equal(state[key], value), key
+    for buf, ref_buf in zip(
+            _momentum(wrapper.optimizer, list(model.parameters())),
+            _momentum(ref_wrapper.optimizer, list(ref.parameters()))):
+        assert torch.equal(buf, ref_buf)
+
+
+def test_heads_rest_in_host_memory():
+    """Between iterations every head's parameters, buffers and momentum
+    are their host copies; while head j computes, only heads j and j + 1
+    are on the compute device, as copies of their own."""
+    model = _build(dict(host='cpu'))
+    offload = model.aux_head_offload
+    assert isinstance(offload, HostOffload)
+    seen = []
+
+    def spy(index):
+        def hook(module, args):
+            ptrs = _host_ptrs(offload)
+            on_device = {
+                j for j, head in enumerate(model.aux_heads)
+                if all(p.data_ptr() not in ptrs for p in head.parameters())
+            }
+            seen.append((index, set(offload.resident), on_device))
+        return hook
+
+    for j, head in enumerate(model.aux_heads):
+        head.register_forward_pre_hook(spy(j))
+    wrapper, _ = _train(model, iters=2)
+    last = model.num_aux - 1
+    # the second iteration starts from heads at rest
+    second = seen[len(seen) // 2:]
+    assert [j for j, _, _ in second] == list(range(model.num_aux))
+    for j, resident, on_device in second:
+        expected = {j, j + 1} if j < last else {j}
+        assert resident == expected
+        assert on_device == expected
+    assert offload.resident == set()
+    ptrs = _host_ptrs(offload)
+    for head in model.aux_heads:
+        tensors = list(head.parameters()) + list(head.buffers())
+        tensors += _momentum(wrapper.optimizer, head.parameters())
+        assert all(t.data_ptr() in ptrs for t in tensors)
+    # the backbone, the classifier and their momentum stay where they are
+    backbone = list(model.backbone.parameters()) + list(
+        model.head.parameters())
+    assert not any(p.data_ptr() in ptrs for p in backbone)
+    assert not any(
+        b.data_ptr() in ptrs
+        for b in _momentum(wrapper.optimizer, backbone))
+
+
+def test_validation_checkpoint_and_resume():
+    """Predictions bring each head in and send it back; the state dicts
+    load into a model without offloading (and back), and training resumed
+    from them continues exactly."""
+    ref = _build()
+    model = _build(dict(host='cpu'))
+    ref_wrapper, _ = _train(ref, iters=2)
+    wrapper, _ = _train(model, iters=2)
+    data = model.data_preprocessor(make_batch(9), False)
+    ref.eval()
+    model.eval()
+    preds = model.predict(**data)
+    ref_preds = ref.predict(**data)
+    assert model.aux_head_offload.resident == set()
+    for pred, ref_pred in zip(preds, ref_preds):
+        assert torch.equal(pred.aux_pred_labels, ref_pred.aux_pred_labels)
+        assert torch.equal(pred.pred_score, ref_pred.pred_score)
+    ref.train()
+    model.train()
+
+    # resume an offloading run from the plain run's checkpoint and the
+    # reverse: both continue as the plain run does (the optimizer states
+    # are copied as a checkpoint file would: loading keeps their tensors)
+    resumed = _build(dict(host='cpu'))
+    resumed.load_state_dict(ref.state_dict())
+    resumed_wrapper = LayerwiseLocalOptimWrapper(sgd(resumed))
+    resumed_wrapper.load_state_dict(copy.deepcopy(ref_wrapper.state_dict()))
+    plain = _build()
+    plain.load_state_dict(model.state_dict())
+    plain_wrapper = LayerwiseLocalOptimWrapper(sgd(plain))
+    plain_wrapper.load_state_dict(copy.deepcopy(wrapper.state_dict()))
+    for it in (2, 3):
+        ref.train_step(make_batch(it), ref_wrapper)
+        resumed.train_step(make_batch(it), resumed_wrapper)
+        plain.train_step(make_batch(it), plain_wrapper)
+    for other in (resumed, plain):
+        for key, value in ref.state_dict().items():
+            assert torch.equal(other.state_dict()[key], value), key
+
+
+def test_needs_the_per_layer_step_and_checks_its_keys():
+    model = _build(dict(host='cpu'))
+    with pytest.raises(InputError, match='LayerwiseLocalOptimWrapper'):
+        model.train_step(make_batch(0), LocalOptimWrapper(sgd(model)))
+    with pytest.raises(InputError, match="unknown keys \\['device'\\]"):
+        _build(dict(device='cpu'))
+    with pytest.raises(InputError, match='aux_head_offload.host'):
+        _build(dict(host='nowhere'))
+    with pytest.raises(InputError, match='auxiliary heads'):
+        MODELS.build(dict(
+            type='LocalImageClassifier',
+            backbone=dict(type='LocalResNet', depth=18, base_channels=8),
+            num_classes=5, rule='bp', aux_head_offload=dict()))
+
+
+def test_release_with_a_gradient_is_a_bug():
+    head = torch.nn.Linear(2, 2)
+    offload = HostOffload([head])
+    offload.fetch(0, torch.device('cpu'))
+    head(torch.ones(1, 2)).sum().backward()
+    with pytest.raises(RuntimeError, match='gradient still alive'):
+        offload.release(0)
+
+
+def test_count_leaves_out_the_host_copies():
+    """On the meta device (the benchmark's dry run) the host copies are
+    meta tensors too; a tracker that leaves them out counts what the
+    compute device would hold: the heads at rest cost it nothing."""
+    with torch.device('meta'):
+        ref = _build().to('meta')
+        model = _build(dict(host='cpu')).to('meta')
+    peaks = []
+    for net in (ref, model):
+        # a meta tensor has no value to check
+        wrapper = LayerwiseLocalOptimWrapper(sgd(net), check_finite=False)
+        net.train_step(make_batch(0), wrapper)  # creates the momentum
+        offload = net.aux_head_offload
+        tracker = LiveTensorTracker(
+            net, wrapper.optimizer,
+            exclude=offload.host_tensors() if offload else None)
+        with tracker:
+            net.train_step(make_batch(1), wrapper)
+        peaks.append(tracker.report)
+    ref_report, report = peaks
+    heads = sum(p.numel() * 4 for p in model.aux_heads.parameters())
+    assert len(model.aux_head_offload.host_tensors()) == len(
+        list(model.aux_heads.parameters())) * 2 + len(
+            list(model.aux_heads.buffers()))
+    # at rest: neither the heads' parameters nor their momentum
+    assert ref_report.baseline_bytes - report.baseline_bytes >= 2 * heads
+    assert report.peak_bytes < ref_report.peak_bytes
