@@ -212,3 +212,87 @@ def test_count_leaves_out_the_host_copies():
     # at rest: neither the heads' parameters nor their momentum
     assert ref_report.baseline_bytes - report.baseline_bytes >= 2 * heads
     assert report.peak_bytes < ref_report.peak_bytes
+
+
+def test_a_failed_iteration_leaves_nothing_behind():
+    """An error in the middle of an iteration drops the gradients of the
+    heads on the device and sends them back, so the next iteration
+    trains."""
+    model = _build(dict(host='cpu'))
+    wrapper = LayerwiseLocalOptimWrapper(sgd(model))
+    model.train_step(make_batch(0), wrapper)
+
+    def fail(module, args, out):
+        raise RuntimeError('injected')
+
+    # after head 4's forward, before its backward
+    handle = model.aux_heads[4].register_forward_hook(fail)
+    with pytest.raises(RuntimeError, match='injected'):
+        model.train_step(make_batch(1), wrapper)
+    handle.remove()
+    offload = model.aux_head_offload
+    assert offload.resident == set()
+    assert all(p.grad is None for p in model.aux_heads.parameters())
+    ptrs = _host_ptrs(offload)
+    assert all(p.data_ptr() in ptrs for p in model.aux_heads.parameters())
+    before = copy.deepcopy(model.aux_heads[4].state_dict())
+    model.train_step(make_batch(2), wrapper)
+    assert offload.resident == set()
+    assert any(not torch.equal(v, before[k])
+               for k, v in model.aux_heads[4].state_dict().items())
+
+
+def test_a_head_goes_back_once_all_its_parameters_are_updated():
+    """Under data parallelism one head's parameters may be reduced in two
+    buckets: it stays until the last of them is updated."""
+    head = torch.nn.Linear(2, 2)
+    offload = HostOffload([head])
+    offload.fetch(0, torch.device('cpu'))
+    head(torch.ones(1, 2)).sum().backward()
+    head.weight.grad = None  # the first bucket's update
+    offload.release_params([head.weight])
+    assert offload.resident == {0}
+    head.bias.grad = None
+    offload.release_params([head.bias])
+    assert offload.resident == set()
+
+
+def test_the_optimizer_state_dict_waits_for_the_copies(monkeypatch):
+    model = _build(dict(host='cpu'))
+    wrapper = LayerwiseLocalOptimWrapper(sgd(model))
+    model.train_step(make_batch(0), wrapper)
+    calls = []
+    monkeypatch.setattr(model.aux_head_offload, 'synchronize',
+                        lambda: calls.append(1))
+    state = wrapper.state_dict()
+    assert len(calls) == 1
+    wrapper.load_state_dict(copy.deepcopy(state))
+    model.state_dict()
+    assert len(calls) == 3
+
+
+def test_refuses_fused_state_and_buffer_broadcasts():
+    model = _build(dict(host='cpu'))
+    fused = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    with pytest.raises(InputError, match='fused Adam'):
+        model.train_step(make_batch(0), LayerwiseLocalOptimWrapper(fused))
+    from auglocal_det.engine.model_wrappers import (
+        LocalDistributedDataParallel,
+    )
+    with pytest.raises(InputError, match='broadcast_buffers'):
+        LocalDistributedDataParallel(model, broadcast_buffers=True)
+
+
+def test_channels_last_weights_stay_channels_last():
+    """The heads' copies keep their strides: a channels-last head trains
+    as it would without offloading."""
+    ref = _build().to(memory_format=torch.channels_last)
+    model = _build(dict(host='cpu')).to(memory_format=torch.channels_last)
+    _train(ref, iters=2)
+    _train(model, iters=2)
+    convs = [m.weight for m in model.aux_heads.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(
+        w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    for key, value in ref.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key

@@ -41,6 +41,7 @@ from auglocal_det.engine.optim_wrappers import (
     LocalOptimWrapper,
     check_local_optim_wrapper,
 )
+from auglocal_det.errors import InputError
 from auglocal_det.registry import MODEL_WRAPPERS
 
 
@@ -127,6 +128,12 @@ class LocalDistributedDataParallel(nn.Module):
                  broadcast_buffers: bool = False,
                  process_group: Optional[dist.ProcessGroup] = None) -> None:
         super().__init__()
+        if broadcast_buffers and getattr(module, 'aux_head_offload',
+                                         None) is not None:
+            raise InputError(
+                'model_wrapper_cfg.broadcast_buffers=True would broadcast '
+                "the auxiliary heads' buffers from host memory "
+                '(model.aux_head_offload); set one of them off')
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError(
                 'LocalDistributedDataParallel needs an initialised default '

@@ -166,8 +166,13 @@ class LocalImageClassifier(BaseModel):
             training each head is brought in just before its module's loss
             (the next one on a side stream on CUDA) and goes back right
             after its per-layer update, so it needs
-            ``LayerwiseLocalOptimWrapper``. The updates are unchanged.
-            Defaults to None: the heads stay where the model is.
+            ``LayerwiseLocalOptimWrapper`` (and an optimizer without
+            ``fused`` or ``capturable`` state). The updates are unchanged.
+            Under data parallelism a head waits on the device for its
+            all-reduce. The reference ``forward(mode='loss')`` brings the
+            heads in and leaves them (its backward comes later); the next
+            ``train_step`` sends them back. Defaults to None: the heads stay
+            where the model is.
         init_cfg (dict | list[dict], optional): Initialization config.
             Defaults to None.
 
@@ -250,6 +255,7 @@ class LocalImageClassifier(BaseModel):
         self._tags = [f'l{j:0{width}d}' for j in range(self.num_modules)]
         self._offload: Optional[HostOffload] = None
         self._offload_optimizer: Optional[torch.optim.Optimizer] = None
+        self._offload_hooked: set = set()
         if aux_head_offload is not None:
             self._offload = self._build_offload(aux_head_offload)
 
@@ -736,15 +742,42 @@ class LocalImageClassifier(BaseModel):
         grads-final hook, after the update's)."""
         optimizer = optim_wrapper.optimizer
         offload = self._offload
+        self._check_offload_optimizer(optimizer)
         offload.release_all(optimizer)
         self._offload_optimizer = optimizer
         try:
             with optim_wrapper.grads_final_hook(
                     lambda params: offload.release_params(params, optimizer)):
                 yield
+        except BaseException:
+            offload.abandon(optimizer)
+            raise
+        else:
             offload.release_all(optimizer)
         finally:
             self._offload_optimizer = None
+
+    def _check_offload_optimizer(self, optimizer: torch.optim.Optimizer
+                                 ) -> None:
+        """Refuse optimizers whose scalar state must sit on the compute
+        device, and make the optimizer's state dict wait for the copies
+        in flight (once per optimizer)."""
+        if id(optimizer) in self._offload_hooked:
+            return
+        for key in ('fused', 'capturable'):
+            if any(group.get(key) for group in optimizer.param_groups):
+                raise InputError(
+                    f'model.aux_head_offload cannot keep the state of a '
+                    f'{key} {type(optimizer).__name__} in host memory (its '
+                    'step counts must stay on the compute device); set '
+                    f'optim_wrapper.optimizer.{key}=False or '
+                    'model.aux_head_offload=None')
+        offload = self._offload
+        optimizer.register_state_dict_pre_hook(
+            lambda _: offload.synchronize())
+        optimizer.register_load_state_dict_pre_hook(
+            lambda *_: offload.synchronize())
+        self._offload_hooked.add(id(optimizer))
 
     def _train_step(self, data: Union[dict, tuple, list],
                     optim_wrapper: OptimWrapper,

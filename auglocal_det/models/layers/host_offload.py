@@ -141,10 +141,12 @@ class HostOffload:
         """
         if not 0 <= index < len(self.modules):
             return
+        # resident before the first copy: a copy that fails (out of
+        # memory) leaves a module that release() still brings back
+        self._resident[index] = device
         with self._on_side_stream(device):
             for tensor in self._tensors(index, optimizer):
                 self._bring_in(tensor, device)
-        self._resident[index] = device
 
     def release(self,
                 index: int,
@@ -174,26 +176,38 @@ class HostOffload:
     def release_params(self,
                        params: Iterable[nn.Parameter],
                        optimizer: Optional[Optimizer] = None) -> None:
-        """Release the modules that own some of ``params`` (a grads-final
-        hook after the per-layer update)."""
+        """Release the modules that own some of ``params`` and whose
+        parameters are all updated (a grads-final hook after the per-layer
+        update; a module whose parameters are reported in several groups,
+        e.g. several all-reduce buckets, goes once the last is updated).
+        """
         for index in sorted(self.index_of(params)):
-            self.release(index, optimizer)
+            if all(p.grad is None for p in self.modules[index].parameters()):
+                self.release(index, optimizer)
 
     def release_all(self, optimizer: Optional[Optimizer] = None) -> None:
         """Send every module back to host memory: the resident ones, and
         the first time every module (they start wherever the model was
         moved)."""
-        if self._settled:
-            indices = sorted(self._resident)
-        else:
-            indices = range(len(self.modules))
-            self._settled = True
+        settled = self._settled
+        indices = sorted(self._resident) if settled else range(
+            len(self.modules))
         for index in indices:
+            self.release(index, optimizer)
+        self._settled = True
+
+    def abandon(self, optimizer: Optional[Optimizer] = None) -> None:
+        """After a failed iteration: drop the gradients of the resident
+        modules (their update will not be made) and release them."""
+        for index in sorted(self._resident):
+            for param in self.modules[index].parameters():
+                param.grad = None
             self.release(index, optimizer)
 
     def synchronize(self) -> None:
         """Wait for the copies in flight: call before the CPU reads or
-        writes the host copies (a checkpoint, loading a state dict)."""
+        writes the host copies (a checkpoint, loading a state dict; the
+        classifier's and the optimizer's state dicts do it themselves)."""
         for stream in self._streams.values():
             stream.synchronize()
 
@@ -260,6 +274,7 @@ class HostOffload:
             else self.host
         host = self._get_host(tensor)
         if host is None or host.shape != tensor.shape \
+                or host.stride() != tensor.stride() \
                 or host.dtype != tensor.dtype:
             if tensor.device == host_device and (not pin
                                                  or tensor.is_pinned()):
@@ -267,8 +282,10 @@ class HostOffload:
                 # state tensor created there): it becomes the host copy
                 self._set_host(tensor, tensor.data)
                 return
-            host = torch.empty(
-                tensor.shape,
+            # the tensor's own strides (channels-last weights stay so)
+            host = torch.empty_strided(
+                tensor.size(),
+                tensor.stride(),
                 dtype=tensor.dtype,
                 device=host_device,
                 pin_memory=pin)
