@@ -6,9 +6,12 @@ module name, and so do the processes that :func:`run_gloo_processes`
 spawns (they inherit the parent's ``sys.path``).
 """
 import copy
+import importlib.util
 import os
 import os.path as osp
 import socket
+import sys
+import types
 from typing import Callable, Dict, List
 
 import torch
@@ -37,6 +40,32 @@ TINY_TEST_PIPELINE = [
 ]
 
 _MODEL_CACHE: Dict[str, nn.Module] = {}
+
+
+#: The repository's root.
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def load_tool(path: str, name: str,
+              register: bool = False) -> types.ModuleType:
+    """Import a script of ``tools/`` as a module.
+
+    Args:
+        path (str): The script, relative to the repository's root.
+        name (str): The module's name.
+        register (bool): Also put it in ``sys.modules`` under ``name``
+            (before running it), e.g. so that worker processes can unpickle
+            its functions. Defaults to False.
+
+    Returns:
+        module: The script's module.
+    """
+    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def build_cached(cfg: dict) -> nn.Module:

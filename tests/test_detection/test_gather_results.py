@@ -1,14 +1,11 @@
 """The model-zoo table (auglocal_det.analysis.model_zoo and its command
 line, gather_results.py) on fabricated work dirs (needs mmengine only)."""
-import importlib.util
 import json
 import os
 import os.path as osp
 
 import pytest
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-SCRIPT = osp.join(ROOT, 'tools/analysis_tools/gather_results.py')
+from common_utils import load_tool
 
 CONFIG_TEXT = """
 model = dict(
@@ -23,10 +20,8 @@ train_cfg = dict(type='EpochBasedTrainLoop', max_epochs={epochs})
 
 @pytest.fixture(scope='module')
 def gather():
-    spec = importlib.util.spec_from_file_location('gather_results', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/analysis_tools/gather_results.py',
+                     'gather_results')
 
 
 def _write_lines(path, entries):

@@ -5,12 +5,12 @@ ResNet-18 with 8 base channels on 32x32 images, batch 2, one warm-up and
 one timed iteration. Nothing here asserts a speed: the figures of a shared
 machine are noise; only their presence and consistency are checked.
 """
-import importlib.util
 import json
 import os.path as osp
 
 import pytest
 import torch
+from common_utils import load_tool
 
 from auglocal_det.errors import InputError, InputFileNotFoundError
 from auglocal_det.utils.benchmark import parse_rule, rule_configs
@@ -25,15 +25,7 @@ TINY = [
 ]
 
 
-def _load_tool():
-    path = osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark.py')
-    spec = importlib.util.spec_from_file_location('benchmark_tool', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = _load_tool()
+benchmark = load_tool('tools/analysis_tools/benchmark.py', 'benchmark_tool')
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,9 @@
 """tools/misc/check_images.py: finds the images training could not decode."""
-import importlib.util
 import os.path as osp
 import sys
 
 import pytest
+from common_utils import load_tool
 from mmengine.config import Config
 
 from auglocal_det.testing import generate_imagenet_shapes
@@ -14,14 +14,10 @@ CONFIG = osp.join(ROOT, 'configs/demo/auglocal_r34_synthetic.py')
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location(
-        'check_images', osp.join(ROOT, 'tools', 'misc', 'check_images.py'))
-    module = importlib.util.module_from_spec(spec)
     # importable by name, so that worker processes can unpickle its
     # functions
-    sys.modules['check_images'] = module
-    spec.loader.exec_module(module)
-    yield module
+    yield load_tool('tools/misc/check_images.py', 'check_images',
+                    register=True)
     del sys.modules['check_images']
 
 

@@ -2,23 +2,19 @@
 of the whole pipeline (pretraining, export, Mask R-CNN fine-tuning from the
 export and from random init, CocoMetric evaluation, model-zoo table)."""
 import functools
-import importlib.util
 import json
 import os.path as osp
 import sys
 
 import pytest
+from common_utils import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')
 def demo():
-    spec = importlib.util.spec_from_file_location(
-        'auglocal_demo', osp.join(ROOT, 'tools', 'demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/demo.py', 'auglocal_demo')
 
 
 def _option(cmd, key):

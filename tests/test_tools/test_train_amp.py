@@ -1,9 +1,9 @@
 """``tools/train.py --amp`` on the ImageNet recipes: each optimizer wrapper
 becomes its mixed-precision twin, the rest of the config unchanged."""
-import importlib.util
 import os.path as osp
 
 import pytest
+from common_utils import load_tool
 from mmengine.config import Config
 
 from auglocal_det.errors import InputError
@@ -12,11 +12,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def _train_tool():
-    spec = importlib.util.spec_from_file_location(
-        'train_tool', osp.join(ROOT, 'tools', 'train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/train.py', 'train_tool')
 
 
 @pytest.mark.parametrize('config,expected', [
