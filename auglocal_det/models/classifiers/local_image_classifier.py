@@ -17,6 +17,7 @@ The iteration is written once, here, as a contract between three parts:
 ``loss()`` (the reference definition), ``extract_feat``, ``predict`` and
 the FLOP counter consume the same generators.
 """
+import inspect
 import itertools
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -265,11 +266,13 @@ class LocalImageClassifier(BaseModel):
             raise InputError(
                 "model.aux_head_offload needs auxiliary heads; model.rule="
                 "'bp' has none")
-        unknown = sorted(set(cfg) - {'host', 'pin_memory'})
+        # HostOffload's own keyword arguments, all but the modules
+        known = list(inspect.signature(HostOffload).parameters)[1:]
+        unknown = sorted(set(cfg) - set(known))
         if unknown:
             raise InputError(
                 f'model.aux_head_offload has unknown keys {unknown}; it '
-                "takes 'host' and 'pin_memory'")
+                f'takes {", ".join(map(repr, known))}')
         try:
             return HostOffload(self.aux_heads, **cfg)
         except RuntimeError as err:  # torch.device of a bad string

@@ -12,7 +12,8 @@ from .res_blocks import (
 )
 
 __all__ = [
-    'BasicBlock', 'Bottleneck', 'HostOffload', 'LayerFactory', 'LeanStem', 'LocalLayerSpec',
+    'BasicBlock', 'Bottleneck', 'HostOffload', 'LayerFactory', 'LeanStem',
+    'LocalLayerSpec',
     'build_norm_layer', 'build_shortcut', 'get_block', 'make_res_block',
     'make_res_layer', 'to_2tuple_size'
 ]

@@ -83,7 +83,7 @@ class HostOffload:
         #: id of a moved tensor -> (a weak reference to it, its host copy,
         #: reused every iteration); the entry goes when the tensor does
         self._host_copy: Dict[int, Tuple[weakref.ref, torch.Tensor]] = {}
-        self._streams: Dict[torch.device, 'torch.cuda.Stream'] = {}
+        self._streams: Dict[torch.device, torch.cuda.Stream] = {}
         self._settled = False
 
     # ------------------------------------------------------------ queries
@@ -189,8 +189,7 @@ class HostOffload:
         """Send every module back to host memory: the resident ones, and
         the first time every module (they start wherever the model was
         moved)."""
-        settled = self._settled
-        indices = sorted(self._resident) if settled else range(
+        indices = sorted(self._resident) if self._settled else range(
             len(self.modules))
         for index in indices:
             self.release(index, optimizer)
