@@ -4,7 +4,7 @@ The stage costs and the balancing it builds on are
 :mod:`auglocal_det.engine.model_wrappers.pipeline_balance`.
 """
 import itertools
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from auglocal_det.engine.model_wrappers.pipeline_balance import (
     balance_stages,
@@ -18,22 +18,28 @@ def predict_scaling(seconds: Sequence[float], measured: Dict[str, Any],
                     target: Dict[str, Any], measured_batch: int,
                     target_batch: int, stages: Sequence[int],
                     bandwidths: Sequence[float],
-                    aux_depth: int) -> Dict[str, Any]:
+                    aux_depth: int,
+                    update_seconds: Optional[Sequence[float]] = None
+                    ) -> Dict[str, Any]:
     """Predict pipeline and data-parallel throughput from measured times.
 
-    Assumptions: a module's time scales with its FLOPs and with the batch
-    (the measured per-FLOP speed of each module holds at the target size);
-    P identical devices; stages balanced by time (:func:`balance_stages`);
-    sends overlap with compute (a stage's iteration takes the longer of its
-    compute and of sending its output, one link per stage pair); no
-    pipeline fill or drain (long runs). Data-parallel BP runs the network
-    alone (FLOPs of the backbone and classifier at the same per-FLOP speed)
-    with the per-device batch ``target_batch`` and a ring all-reduce of its
-    fp32 gradients, also overlapped. Sequential local training and BP are
-    on one device.
+    Assumptions: a module's forward and backward time scales with its
+    FLOPs and with the batch (the measured per-FLOP speed of each module
+    holds at the target size); its share of the optimizer update depends
+    on neither (one update per iteration over its parameters, at the
+    measured speed); P identical devices; stages balanced by time
+    (:func:`balance_stages`); sends overlap with compute (a stage's
+    iteration takes the longer of its compute and of sending its output,
+    one link per stage pair); no pipeline fill or drain (long runs).
+    Data-parallel BP runs the network alone (FLOPs of the backbone and
+    classifier at the same per-FLOP speed, and the update of their
+    parameters at the measured speed per parameter) with the per-device
+    batch ``target_batch`` and a ring all-reduce of its fp32 gradients,
+    also overlapped. Sequential local training and BP are on one device.
 
     Args:
-        seconds (Sequence[float]): Measured time of every local step.
+        seconds (Sequence[float]): Measured time of every local step
+            (forward, loss and backward).
         measured (dict): :func:`module_profile` at the measured size.
         target (dict): :func:`module_profile` at the target size.
         measured_batch (int): Batch of the measurement.
@@ -41,6 +47,9 @@ def predict_scaling(seconds: Sequence[float], measured: Dict[str, Any],
         stages (Sequence[int]): Stage counts P.
         bandwidths (Sequence[float]): Link bandwidths, GB/s.
         aux_depth (int): AugLocal depth d, for the paper's bound.
+        update_seconds (Sequence[float], optional): Measured time of every
+            local step's share of the optimizer update. Defaults to None:
+            no update time.
 
     Returns:
         dict: ``sequential_images_per_s``, ``bp_images_per_s``,
@@ -48,13 +57,22 @@ def predict_scaling(seconds: Sequence[float], measured: Dict[str, Any],
         ``pipeline`` row per (P, bandwidth).
     """
     scale = target_batch / measured_batch
-    times = [
+    compute = [
         t * tf / mf * scale for t, tf, mf in zip(
             seconds, target['step_flops'], measured['step_flops'])
     ]
+    update = list(update_seconds or [0.] * len(compute))
+    if len(update) != len(compute):
+        raise ValueError(f'{len(update)} update times for {len(compute)} '
+                         'local steps')
+    times = [c + u for c, u in zip(compute, update)]
     sequential = sum(times)
     network = sum(target['module_flops']) + target['head_flops']
-    bp_time = sequential * network / sum(target['step_flops'])
+    # BP updates the network's parameters only, at the same speed per
+    # parameter as the local model's update
+    update_per_param = sum(update) / (target['total_params'] or 1)
+    bp_time = sum(compute) * network / sum(target['step_flops']) + \
+        update_per_param * target['network_params']
     num_layers = len(times)
     rows = []
     for num_stages, bandwidth in itertools.product(stages, bandwidths):

@@ -26,7 +26,8 @@ def test_cases_memory_and_scaling(tmp_path):
         [
             sys.executable, TOOL, '--config', CONFIG, '--image-size', '8',
             '--batch-size', '2', '--warmup', '1', '--iters', '1',
-            '--modes', 'a', 'c', 'd', '--balance', 'time', '--rounds', '2',
+            '--modes', 'a', 'c', 'd', 'e', '--balance', 'time', '--rounds',
+            '2',
             '--scale-image-size', '8', '--scale-batch-size', '4', '--out',
             str(out)
         ],
@@ -36,7 +37,7 @@ def test_cases_memory_and_scaling(tmp_path):
         timeout=580)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
-    for mode in ('a', 'c', 'd'):
+    for mode in ('a', 'c', 'd', 'e'):
         res = results[mode]
         assert len(res['rounds']) == 2 and min(res['rounds']) > 0
         assert res['images_per_s'] > 0 and res['ratio_to_a'] > 0
@@ -44,6 +45,9 @@ def test_cases_memory_and_scaling(tmp_path):
     # the local modules of the config, split into two stages by time
     num_modules = len(results['a']['module_seconds'])
     assert num_modules > 2
+    # every module's share of the update, by its parameter count
+    update = results['a']['update_seconds']
+    assert len(update) == num_modules and min(update) > 0
     sizes = results['c']['sizes']
     assert len(sizes) == 2 and sum(sizes) == num_modules
     assert min(sizes) >= 1
@@ -55,8 +59,45 @@ def test_cases_memory_and_scaling(tmp_path):
         assert 0 < worker['peak_live_bytes'] < seq['peak_live_bytes']
         assert worker['peak_rss_bytes'] > 0
     assert 'workers' not in results['d']  # (a)'s memory, twice
+    # (e) ran the stages of (c), each on its own, side by side
+    assert results['e']['round_sizes'] == results['c']['round_sizes']
+    assert all(
+        len(t) == 2 and min(t) > 0
+        for t in results['e']['round_stage_seconds'])
     rows = results['scaling']['pipeline']
     # P = 2, 4, 8 (16 is more stages than this network has modules)
     assert sorted({row['stages'] for row in rows}) == [2, 4, 8]
     assert all(row['images_per_s'] > 0 for row in rows)
     assert '(c) stages: modules 0..' in proc.stdout
+
+
+def _profile(step_flops, params):
+    return dict(step_flops=list(step_flops), module_flops=list(step_flops),
+                head_flops=0., out_bytes=[0] * len(step_flops),
+                network_params=params, total_params=2 * params)
+
+
+def test_scaling_model_update_time():
+    """The update does not scale with the batch or the image size; the
+    forward and backward do."""
+    from auglocal_det.utils.pipeline_model import predict_scaling
+    measured = _profile([1., 1., 1., 1.], 10)
+    target = _profile([2., 2., 2., 2.], 10)  # a larger image
+    compute, update = [1., 1., 1., 1.], [0.5, 0.5, 0.5, 0.5]
+    out = predict_scaling(compute, measured, target, 4, 8, [2],
+                          [float('inf')], 2, update_seconds=update)
+    # each module: 1 s x 2 (FLOPs) x 2 (batch) + 0.5 s of update
+    assert out['sequential_images_per_s'] == pytest.approx(8 / 18.)
+    row, = out['pipeline']
+    assert row['sizes'] == [2, 2]
+    assert row['images_per_s'] == pytest.approx(8 / 9.)
+    assert row['speedup_vs_sequential'] == pytest.approx(2.)
+    # BP: the network's FLOPs (those of the modules here) and the update
+    # of half of the parameters, at the same speed per parameter
+    assert out['bp_images_per_s'] == pytest.approx(8 / (16. + 1.))
+    without = predict_scaling(compute, measured, target, 4, 8, [2],
+                              [float('inf')], 2)
+    assert without['sequential_images_per_s'] == pytest.approx(8 / 16.)
+    with pytest.raises(ValueError, match='3 update times for 4'):
+        predict_scaling(compute, measured, target, 4, 8, [2],
+                        [float('inf')], 2, update_seconds=update[:3])

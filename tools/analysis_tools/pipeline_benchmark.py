@@ -12,10 +12,15 @@ each in fresh processes:
 - (c) ``LocalPipelineParallel``, 2 processes (gloo) x 1 thread, balanced
   as ``--balance`` says;
 - (d) (``--modes ... d``) two independent runs of (a) at the same time,
-  their images/s summed: what the machine gives two single-thread workers
-  that never wait for each other, the ceiling of (c).
+  timed from a common start (a barrier after the warm-up) to the later
+  end: what the machine gives two single-thread workers that never wait
+  for each other;
+- (e) (``--modes ... e``) the two stages of (c), each trained alone on a
+  fixed input (the second on the first one's output) side by side, no
+  messages, timed like (d): (c) without the cost of the pipeline itself.
 
-For each: images/s over ``--iters`` iterations after ``--warmup`` (with
+For each: images/s over ``--iters`` iterations after ``--warmup``, for
+(c) those of the last stage with the pipeline full, as in a long run (with
 ``--rounds R``, the median of R runs, the cases interleaved; the ratios to
 (a) are the medians of the ratios within a round), and,
 in other processes of the same case, the memory per worker of one
@@ -27,11 +32,13 @@ that freed tensors leave the resident set; the timed ones run without it:
 with it every allocation above 64 KiB is a fresh mapping whose pages the
 kernel zeroes on first touch, which about halves the speed of these small
 steps and would time the kernel rather than the training. The ratios to
-(a) are measured in the same run. The per-module times of (a) feed the
-scaling model (``--scale-*``): predicted images/s of a P-stage pipeline
-for P = 2, 4, 8, 16 at the target size, next to sequential local training,
-the paper's (d + 1) / (L + 1) bound and data-parallel BP; the model's
-prediction for (c) is printed next to the measured value.
+(a) are measured in the same run. The per-module times of (a) (forward,
+loss and backward of each module, and its share of the optimizer update
+by parameter count) feed the scaling model (``--scale-*``): predicted
+images/s of a P-stage pipeline for P = 2, 4, 8, 16 at the target size,
+next to sequential local training, the paper's (d + 1) / (L + 1) bound and
+data-parallel BP; the model's prediction for (c) is printed next to the
+measured value.
 
 Examples::
 
@@ -48,7 +55,7 @@ import os
 import os.path as osp
 import sys
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.multiprocessing as mp
@@ -82,7 +89,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--iters', type=int, default=6)
     parser.add_argument('--modes', nargs='+', default=['a', 'b', 'c'],
-                        choices=['a', 'b', 'c', 'd'])
+                        choices=['a', 'b', 'c', 'd', 'e'])
     parser.add_argument('--scale-image-size', type=int, default=224)
     parser.add_argument('--scale-batch-size', type=int, default=128)
     parser.add_argument(
@@ -98,6 +105,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--rounds', type=int, default=1,
         help='time every case this many times, the cases interleaved; '
         'images/s is the median')
+    parser.add_argument(
+        '--pin-cores', action='store_true',
+        help='bind every worker to its own core (worker r of (c) and (d) '
+        'to core r, (a) to core 0, (b) to cores 0 and 1), as taskset '
+        'would')
     parser.add_argument('--out', help='write the results as JSON')
     return parser.parse_args(argv)
 
@@ -165,11 +177,12 @@ def _memory(step, model, optimizer) -> Dict[str, int]:
 
 
 def _sequential(rank: int, args: argparse.Namespace, threads: int,
-                out: str, measure: str) -> None:
+                out: str, measure: str, barrier: Any = None) -> None:
     import time
 
     from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
     out = out.format(rank=rank)  # (d) runs two of these
+    _pin(args, range(rank, rank + threads))
     torch.set_num_threads(threads)
     model = build(args)
     wrapper = LocalOptimWrapper(
@@ -184,22 +197,31 @@ def _sequential(rank: int, args: argparse.Namespace, threads: int,
         return
     for _ in range(args.warmup):
         model.train_step(data, wrapper)
+    if barrier is not None:  # (d): both workers start timing together
+        barrier.wait()
     start = time.perf_counter()
     for _ in range(args.iters):
         model.train_step(data, wrapper)
-    seconds = time.perf_counter() - start
+    end = time.perf_counter()
+    if barrier is not None:  # neither measures its modules alone
+        barrier.wait()
+    compute, update = _module_times(model, data, wrapper)
     torch.save(
-        dict(images_per_s=args.iters * args.batch_size / seconds,
-             module_seconds=_module_times(model, data, wrapper)), out)
+        dict(images_per_s=args.iters * args.batch_size / (end - start),
+             start=start, end=end, module_seconds=compute,
+             update_seconds=update), out)
 
 
-def _module_times(model, data, wrapper) -> List[float]:
-    """Seconds of every local step (forward, loss and backward)."""
+def _module_times(model, data,
+                  wrapper) -> Tuple[List[float], List[float]]:
+    """Seconds of every local step (forward, loss and backward), and its
+    share of the optimizer update (the update's time split by parameter
+    count)."""
     import time
     batch_data = model.data_preprocessor(data, True)
     inputs = batch_data.pop('inputs')
     batch = model._aux_batch(inputs, batch_data['data_samples'])
-    times = []
+    times, numels = [], []
     steps = model.local_steps(inputs, batch)
     del inputs
     while True:
@@ -208,10 +230,58 @@ def _module_times(model, data, wrapper) -> List[float]:
         if step is None:
             break
         wrapper.backward(step.loss, params=step.params, name=step.name)
+        numels.append(sum(p.numel() for p in step.params))
         del step
         times.append(time.perf_counter() - start)
+    start = time.perf_counter()
     wrapper.finish_iteration()
-    return times
+    seconds = time.perf_counter() - start
+    return times, [seconds * n / sum(numels) for n in numels]
+
+
+def _stage_worker(rank: int, args: argparse.Namespace, sizes: List[int],
+                  out: str, barrier: Any) -> None:
+    """(e): one stage of (c) trained alone, on a fixed input, no messages.
+    """
+    import time
+
+    from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
+    from auglocal_det.models.aux_heads import AuxBatch
+    _pin(args, [rank])
+    torch.set_num_threads(1)
+    model = build(args)
+    wrapper = LocalOptimWrapper(
+        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                        nesterov=True, weight_decay=1e-4))
+    batch_data = model.data_preprocessor(
+        make_batch(args, model.num_classes), True)
+    inputs = batch_data.pop('inputs')
+    batch = model._aux_batch(inputs, batch_data['data_samples'])
+    first = sum(sizes[:rank])
+    modules = range(first, first + sizes[rank])
+    if first:  # the input the stage would receive: module first - 1's
+        with torch.no_grad():
+            outputs = list(model.forward_modules(inputs, range(first)))
+        inputs = outputs[-1]
+        del outputs
+        batch = AuxBatch(labels=batch.labels, images=batch.images)
+
+    def train() -> None:
+        for step in model.local_steps(inputs, batch, modules=modules):
+            wrapper.backward(step.loss, params=step.params, name=step.name)
+            model.step_log(step, batch.labels)
+            del step
+        wrapper.finish_iteration()
+
+    for _ in range(args.warmup):
+        train()
+    barrier.wait()
+    start = time.perf_counter()
+    for _ in range(args.iters):
+        train()
+    end = time.perf_counter()
+    barrier.wait()
+    torch.save(dict(start=start, end=end), out.format(rank=rank))
 
 
 def _pipeline_worker(rank: int, args: argparse.Namespace, port: int,
@@ -222,6 +292,7 @@ def _pipeline_worker(rank: int, args: argparse.Namespace, port: int,
 
     from auglocal_det.engine.model_wrappers import LocalPipelineParallel
     from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
+    _pin(args, [rank])
     torch.set_num_threads(1)
     os.environ.setdefault('GLOO_SOCKET_IFNAME', 'lo')
     dist.init_process_group(
@@ -244,20 +315,33 @@ def _pipeline_worker(rank: int, args: argparse.Namespace, port: int,
             _memory(lambda: pipe.train_step(data, wrapper), model,
                     wrapper.optimizer))
     else:
+        # the steady state of a long run: the last stage is timed from the
+        # end of its warm-up iterations to the end of --iters more, with
+        # the pipeline full (no drain before: the first stage is ahead),
+        # while the first stage still computes (it runs max_in_flight + 1
+        # iterations more, which the last stage then finishes untimed)
         for _ in range(args.warmup):
             pipe.train_step(data, wrapper)
-        pipe.flush()
-        dist.barrier()
         start = time.perf_counter()
         for _ in range(args.iters):
             pipe.train_step(data, wrapper)
+        seconds = time.perf_counter() - start
+        for _ in range(pipe.max_in_flight + 1):
+            pipe.train_step(data, wrapper)
         pipe.flush()
-        seconds = time.perf_counter() - start  # the last stage ends last
+        # only the last stage's figure is the pipeline's
         result['images_per_s'] = args.iters * args.batch_size / seconds
     pipe.drain_logs()
     pipe.close()
     dist.destroy_process_group()
     torch.save(result, osp.join(out_dir, f'{measure}{rank}.pth'))
+
+
+def _pin(args: argparse.Namespace, cores: Sequence[int]) -> None:
+    """Bind this process (and the threads it starts) to ``cores`` when
+    ``--pin-cores`` is given."""
+    if args.pin_cores:
+        os.sched_setaffinity(0, set(cores))
 
 
 def _free_port() -> int:
@@ -294,7 +378,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from auglocal_det.utils.memory import RSS_ENV
     environments = dict(
         time={key: None for key in RSS_ENV}, memory=dict(RSS_ENV))
-    modes = [m for m in ('a', 'b', 'c', 'd') if m in args.modes]
+    modes = [m for m in ('a', 'b', 'c', 'd', 'e') if m in args.modes]
     args.stage_balance = _stage_balance(args)
     results: Dict[str, Any] = dict(args=vars(args))
     for mode in modes:
@@ -311,18 +395,42 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                         torch.load(osp.join(tmp, f'{measure}{r}.pth'),
                                    weights_only=False) for r in range(2)
                     ]
-                    # the last stage ends last
+                    # the last stage's iterations are the pipeline's
                     return dict(ranks[1], workers=ranks)
                 if mode == 'd':  # two independent runs of (a) at once
                     out = osp.join(tmp, 'd_{rank}.pth')
-                    mp.spawn(_sequential, args=(args, 1, out, 'time'),
+                    barrier = mp.get_context('spawn').Barrier(2)
+                    mp.spawn(_sequential,
+                             args=(args, 1, out, 'time', barrier),
                              nprocs=2)
                     runs = [
                         torch.load(out.format(rank=r), weights_only=False)
                         for r in range(2)
                     ]
-                    return dict(images_per_s=sum(r['images_per_s']
-                                                 for r in runs))
+                    # images of both over the window from the common start
+                    # to the later end: the one that ends first does not
+                    # count its share twice
+                    seconds = max(r['end'] for r in runs) - min(
+                        r['start'] for r in runs)
+                    return dict(images_per_s=2 * args.iters *
+                                args.batch_size / seconds)
+                if mode == 'e':  # the stages of (c) side by side, alone
+                    out = osp.join(tmp, 'e_{rank}.pth')
+                    sizes = results.get('c', {}).get('round_sizes', [
+                        _stage_sizes(args)])[-1]
+                    barrier = mp.get_context('spawn').Barrier(2)
+                    mp.spawn(_stage_worker,
+                             args=(args, sizes, out, barrier), nprocs=2)
+                    runs = [
+                        torch.load(out.format(rank=r), weights_only=False)
+                        for r in range(2)
+                    ]
+                    seconds = max(r['end'] for r in runs) - min(
+                        r['start'] for r in runs)
+                    return dict(images_per_s=args.iters * args.batch_size /
+                                seconds, sizes=sizes,
+                                stage_seconds=[(r['end'] - r['start']) /
+                                               args.iters for r in runs])
                 out = osp.join(tmp, f'{mode}_{measure}.pth')
                 mp.spawn(_sequential,
                          args=(args, 1 if mode == 'a' else 2, out, measure),
@@ -338,7 +446,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 if 'sizes' in res:  # a measured split may change
                     results[mode].setdefault('round_sizes', []).append(
                         res['sizes'])
-                for key in ('module_seconds', 'sizes',
+                if 'stage_seconds' in res:
+                    results[mode].setdefault('round_stage_seconds',
+                                             []).append(res['stage_seconds'])
+                for key in ('module_seconds', 'update_seconds', 'sizes',
                             'predicted_efficiency'):
                     if key in res:
                         results[mode].setdefault(key, res[key])
@@ -350,8 +461,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 res['ratio_to_a'] = statistics.median(
                     x / y for x, y in zip(res['rounds'],
                                           results['a']['rounds']))
-            if mode == 'd':
-                continue  # the memory of (a), twice
+            if mode in ('d', 'e'):
+                continue  # the memory of (a) twice, of (c)
             memory = run(mode, 'memory')
             workers = memory.get('workers', [memory])
             res['workers'] = [{
@@ -362,6 +473,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     report(args, results)
     _save(args, results)
     return results
+
+
+def _stage_sizes(args: argparse.Namespace) -> List[int]:
+    """The two stages of (c) without a run of (c): ``--balance`` as given,
+    or the split by FLOPs (also for 'time', which (c) measures)."""
+    if isinstance(args.stage_balance, list):
+        return args.stage_balance
+    from auglocal_det.engine.model_wrappers import (
+        balance_stages,
+        module_costs,
+    )
+    return balance_stages(module_costs(build(args, device='meta')), 2)[0]
 
 
 def _stage_balance(args: argparse.Namespace) -> Any:
@@ -392,8 +515,9 @@ def report(args: argparse.Namespace, results: Dict[str, Any]) -> None:
     base = results.get('a', {}).get('images_per_s')
     names = dict(a='(a) sequential, 1 thread', b='(b) sequential, 2 threads',
                  d='(d) 2 independent (a) at once, summed',
-                 c='(c) pipeline, 2 processes x 1 thread')
-    for mode in ('a', 'b', 'c', 'd'):
+                 c='(c) pipeline, 2 processes x 1 thread',
+                 e="(e) (c)'s stages side by side, no messages")
+    for mode in ('a', 'b', 'c', 'd', 'e'):
         if mode not in results:
             continue
         res = results[mode]
@@ -417,6 +541,11 @@ def report(args: argparse.Namespace, results: Dict[str, Any]) -> None:
         print(f'(c) / (b) within a round: median '
               f'{results["c"]["ratio_to_b"]:.2f} (rounds: '
               f'{", ".join(f"{r:.2f}" for r in over_b)})')
+    if 'e' in results:
+        import statistics
+        per_stage = zip(*results['e']['round_stage_seconds'])
+        print('(e) seconds per iteration of each stage (median): ' +
+              ', '.join(f'{statistics.median(t):.3f}' for t in per_stage))
     if 'c' in results:
         sizes = results['c']['sizes']
         print(f'(c) stages: modules 0..{sizes[0] - 1} and {sizes[0]}..'
@@ -432,16 +561,18 @@ def report(args: argparse.Namespace, results: Dict[str, Any]) -> None:
     target = module_profile(build(scaled_args, device='meta'),
                             args.scale_image_size)
     seconds = results['a']['module_seconds']
+    update = results['a']['update_seconds']
     check = predict_scaling(
         seconds, bench, bench, args.batch_size, args.batch_size, [2],
-        [float('inf')], aux_depth(args))
+        [float('inf')], aux_depth(args), update_seconds=update)
     if 'c' in results:
         print(f'scaling model at the measured size, P=2, no link cost: '
               f'{check["pipeline"][0]["images_per_s"]:.2f} img/s '
               f'(measured {results["c"]["images_per_s"]:.2f})')
     results['scaling'] = predict_scaling(
         seconds, bench, target, args.batch_size, args.scale_batch_size,
-        [2, 4, 8, 16], args.bandwidth, aux_depth(args))
+        [2, 4, 8, 16], args.bandwidth, aux_depth(args),
+        update_seconds=update)
     scaling = results['scaling']
     print(f'scaling model, {args.scale_image_size} px, batch '
           f'{args.scale_batch_size} (device speed of (a)): sequential '

@@ -39,8 +39,8 @@ def module_profile(model: nn.Module,
     Returns:
         dict: ``step_flops`` (module j and its loss), ``module_flops``
         (module j alone), ``head_flops`` (the network's classifier),
-        ``out_bytes`` (module j's output) and ``network_params`` (backbone
-        and classifier).
+        ``out_bytes`` (module j's output), ``network_params`` (backbone
+        and classifier) and ``total_params`` (with the auxiliary heads).
     """
     from auglocal_det.models.aux_heads import AuxBatch
     size = model.image_size if image_size is None else image_size
@@ -78,6 +78,7 @@ def module_profile(model: nn.Module,
     profile['network_params'] = sum(
         p.numel() for m in (model.backbone, model.head)
         for p in m.parameters())
+    profile['total_params'] = sum(p.numel() for p in model.parameters())
     return profile
 
 
