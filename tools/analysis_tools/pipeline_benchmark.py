@@ -160,6 +160,32 @@ def make_batch(args: argparse.Namespace, num_classes: int) -> dict:
         ])
 
 
+def _optim_wrapper(model: Any) -> Any:
+    """The optimizer of every case: SGD with Nesterov momentum."""
+    from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
+    return LocalOptimWrapper(
+        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                        nesterov=True, weight_decay=1e-4))
+
+
+def _side_by_side(worker: Any, worker_args: tuple,
+                  out: str) -> Tuple[List[Dict[str, Any]], float]:
+    """Run two workers at once (``worker(rank, *worker_args, barrier)``,
+    each saving its ``start`` and ``end`` to ``out.format(rank=rank)``).
+
+    Returns:
+        tuple: What each saved, and the seconds from the common start to
+        the later end: the one that ends first does not count its share
+        of the window twice.
+    """
+    barrier = mp.get_context('spawn').Barrier(2)
+    mp.spawn(worker, args=worker_args + (barrier, ), nprocs=2)
+    runs = [
+        torch.load(out.format(rank=r), weights_only=False) for r in range(2)
+    ]
+    return runs, max(r['end'] for r in runs) - min(r['start'] for r in runs)
+
+
 def _memory(step, model, optimizer) -> Dict[str, int]:
     """Steady-state peaks of one more iteration: RSS, then live tensors."""
     from auglocal_det.utils.memory import (
@@ -180,14 +206,11 @@ def _sequential(rank: int, args: argparse.Namespace, threads: int,
                 out: str, measure: str, barrier: Any = None) -> None:
     import time
 
-    from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
     out = out.format(rank=rank)  # (d) runs two of these
     _pin(args, range(rank, rank + threads))
     torch.set_num_threads(threads)
     model = build(args)
-    wrapper = LocalOptimWrapper(
-        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
-                        nesterov=True, weight_decay=1e-4))
+    wrapper = _optim_wrapper(model)
     data = make_batch(args, model.num_classes)
     if measure == 'memory':
         model.train_step(data, wrapper)  # the optimizer state
@@ -245,14 +268,10 @@ def _stage_worker(rank: int, args: argparse.Namespace, sizes: List[int],
     """
     import time
 
-    from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
-    from auglocal_det.models.aux_heads import AuxBatch
     _pin(args, [rank])
     torch.set_num_threads(1)
     model = build(args)
-    wrapper = LocalOptimWrapper(
-        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
-                        nesterov=True, weight_decay=1e-4))
+    wrapper = _optim_wrapper(model)
     batch_data = model.data_preprocessor(
         make_batch(args, model.num_classes), True)
     inputs = batch_data.pop('inputs')
@@ -264,7 +283,6 @@ def _stage_worker(rank: int, args: argparse.Namespace, sizes: List[int],
             outputs = list(model.forward_modules(inputs, range(first)))
         inputs = outputs[-1]
         del outputs
-        batch = AuxBatch(labels=batch.labels, images=batch.images)
 
     def train() -> None:
         for step in model.local_steps(inputs, batch, modules=modules):
@@ -291,7 +309,6 @@ def _pipeline_worker(rank: int, args: argparse.Namespace, port: int,
     import torch.distributed as dist
 
     from auglocal_det.engine.model_wrappers import LocalPipelineParallel
-    from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
     _pin(args, [rank])
     torch.set_num_threads(1)
     os.environ.setdefault('GLOO_SOCKET_IFNAME', 'lo')
@@ -302,9 +319,7 @@ def _pipeline_worker(rank: int, args: argparse.Namespace, port: int,
     pipe = LocalPipelineParallel(
         model, num_stages=2, balance=args.stage_balance,
         profile_batch_size=args.batch_size, standalone=True)
-    wrapper = LocalOptimWrapper(
-        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
-                        nesterov=True, weight_decay=1e-4))
+    wrapper = _optim_wrapper(model)
     data = make_batch(args, model.num_classes) if rank == 0 else None
     result: Dict[str, Any] = dict(
         sizes=pipe.sizes, predicted_efficiency=pipe.efficiency)
@@ -399,34 +414,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                     return dict(ranks[1], workers=ranks)
                 if mode == 'd':  # two independent runs of (a) at once
                     out = osp.join(tmp, 'd_{rank}.pth')
-                    barrier = mp.get_context('spawn').Barrier(2)
-                    mp.spawn(_sequential,
-                             args=(args, 1, out, 'time', barrier),
-                             nprocs=2)
-                    runs = [
-                        torch.load(out.format(rank=r), weights_only=False)
-                        for r in range(2)
-                    ]
-                    # images of both over the window from the common start
-                    # to the later end: the one that ends first does not
-                    # count its share twice
-                    seconds = max(r['end'] for r in runs) - min(
-                        r['start'] for r in runs)
+                    _, seconds = _side_by_side(
+                        _sequential, (args, 1, out, 'time'), out)
                     return dict(images_per_s=2 * args.iters *
                                 args.batch_size / seconds)
                 if mode == 'e':  # the stages of (c) side by side, alone
                     out = osp.join(tmp, 'e_{rank}.pth')
-                    sizes = results.get('c', {}).get('round_sizes', [
-                        _stage_sizes(args)])[-1]
-                    barrier = mp.get_context('spawn').Barrier(2)
-                    mp.spawn(_stage_worker,
-                             args=(args, sizes, out, barrier), nprocs=2)
-                    runs = [
-                        torch.load(out.format(rank=r), weights_only=False)
-                        for r in range(2)
-                    ]
-                    seconds = max(r['end'] for r in runs) - min(
-                        r['start'] for r in runs)
+                    sizes = (results['c']['round_sizes'][-1]
+                             if results.get('c', {}).get('round_sizes') else
+                             _stage_sizes(args))
+                    runs, seconds = _side_by_side(
+                        _stage_worker, (args, sizes, out), out)
                     return dict(images_per_s=args.iters * args.batch_size /
                                 seconds, sizes=sizes,
                                 stage_seconds=[(r['end'] - r['start']) /
