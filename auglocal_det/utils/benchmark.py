@@ -370,11 +370,15 @@ class RuleRun:
         if measure_live or meta:
             gc.collect()
             # heads resting in host memory (model.aux_head_offload) are
-            # not what the compute device holds
+            # not what the compute device holds, unless the compute device
+            # is the host's own memory (host='cpu' on the CPU; files are
+            # mapped but not resident)
             offload = getattr(model, 'aux_head_offload', None)
+            elsewhere = offload is not None and (
+                offload.in_files or device.type != offload.host.type)
             tracker = LiveTensorTracker(
                 model, wrapper.optimizer,
-                exclude=offload.host_tensors() if offload else None)
+                exclude=offload.host_tensors() if elsewhere else None)
             with tracker:
                 model.train_step(data, wrapper)
             report = tracker.report

@@ -141,6 +141,23 @@ def test_offload_recipe():
     assert len(model.aux_head_offload.modules) == model.num_aux == 16
 
 
+def test_file_offload_recipe():
+    """The CPU recipe with the heads in memory-mapped files: the recipe of
+    auglocal_r34_imagenet.py but for the option."""
+    cfg = _imagenet_cfg('auglocal_r34_fileoffload_imagenet.py')
+    ref = _imagenet_cfg('auglocal_r34_imagenet.py')
+    assert cfg.model.aux_head_offload == dict(host='file')
+    del cfg.model['aux_head_offload']
+    assert cfg.model == ref.model
+    assert cfg.optim_wrapper == ref.optim_wrapper
+    assert cfg.train_cfg == ref.train_cfg
+    with torch.device('meta'):
+        model = MODELS.build(_imagenet_cfg(
+            'auglocal_r34_fileoffload_imagenet.py').model)
+    assert model.aux_head_offload.in_files
+    assert len(model.aux_head_offload.modules) == model.num_aux == 16
+
+
 def test_missing_imagenet_fails_when_the_runner_builds_data(tmp_path):
     from mmengine.runner import Runner
     cfg = _imagenet_cfg('bp_r34_imagenet.py')

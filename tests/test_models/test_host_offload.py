@@ -3,9 +3,12 @@
 Host and compute device are both the CPU here: the heads still go to
 separate host copies and come back as new tensors, so the bookkeeping, the
 optimizer state's travels and the exactness of the updates are all
-checked; only the side stream of CUDA is not.
+checked; only the side stream of CUDA is not. The tests that train run
+with both kinds of host copy, memory (``host='cpu'``) and memory-mapped
+files (``host='file'``).
 """
 import copy
+import os
 
 import pytest
 import torch
@@ -41,6 +44,28 @@ def _momentum(optimizer, params):
     return [optimizer.state[p]['momentum_buffer'] for p in params]
 
 
+#: the two kinds of host copy
+HOSTS = ['cpu', 'file']
+
+
+def _mapped(directory):
+    """(mapped bytes, resident bytes) of this process's mappings of files
+    in ``directory`` (deleted or not), from /proc/self/smaps."""
+    mapped = resident = 0
+    inside = False
+    with open('/proc/self/smaps') as f:
+        for line in f:
+            fields = line.split()
+            if not fields[0].endswith(':'):  # a mapping's header line
+                inside = len(fields) > 5 and fields[5].startswith(
+                    str(directory) + os.sep)
+            elif inside and fields[0] == 'Size:':
+                mapped += int(fields[1]) << 10
+            elif inside and fields[0] == 'Rss:':
+                resident += int(fields[1]) << 10
+    return mapped, resident
+
+
 def _host_ptrs(offload):
     return {t.data_ptr() for t in offload.host_tensors()}
 
@@ -52,14 +77,15 @@ def _train(model, iters=3, start=0):
     return wrapper, logs
 
 
+@pytest.mark.parametrize('host', HOSTS)
 @pytest.mark.parametrize('aux', [dict(), dict(with_cp=1)])
-def test_same_updates_bit_for_bit(aux):
+def test_same_updates_bit_for_bit(aux, host):
     """Weights, BatchNorm statistics, momentum and logged losses equal
     those of the heads kept in place, exactly, over three iterations (the
     first creates the momentum on the compute device, the later ones bring
     it in from host memory)."""
     ref = _build(**aux)
-    model = _build(dict(host='cpu'), **aux)
+    model = _build(dict(host=host), **aux)
     ref_wrapper, ref_logs = _train(ref)
     wrapper, logs = _train(model)
     for log, ref_log in zip(logs, ref_logs):
@@ -76,11 +102,12 @@ def test_same_updates_bit_for_bit(aux):
         assert torch.equal(buf, ref_buf)
 
 
-def test_heads_rest_in_host_memory():
+@pytest.mark.parametrize('host', HOSTS)
+def test_heads_rest_in_host_memory(host):
     """Between iterations every head's parameters, buffers and momentum
     are their host copies; while head j computes, only heads j and j + 1
     are on the compute device, as copies of their own."""
-    model = _build(dict(host='cpu'))
+    model = _build(dict(host=host))
     offload = model.aux_head_offload
     assert isinstance(offload, HostOffload)
     seen = []
@@ -121,12 +148,13 @@ def test_heads_rest_in_host_memory():
         for b in _momentum(wrapper.optimizer, backbone))
 
 
-def test_validation_checkpoint_and_resume():
+@pytest.mark.parametrize('host', HOSTS)
+def test_validation_checkpoint_and_resume(host):
     """Predictions bring each head in and send it back; the state dicts
     load into a model without offloading (and back), and training resumed
     from them continues exactly."""
     ref = _build()
-    model = _build(dict(host='cpu'))
+    model = _build(dict(host=host))
     ref_wrapper, _ = _train(ref, iters=2)
     wrapper, _ = _train(model, iters=2)
     data = model.data_preprocessor(make_batch(9), False)
@@ -144,7 +172,7 @@ def test_validation_checkpoint_and_resume():
     # resume an offloading run from the plain run's checkpoint and the
     # reverse: both continue as the plain run does (the optimizer states
     # are copied as a checkpoint file would: loading keeps their tensors)
-    resumed = _build(dict(host='cpu'))
+    resumed = _build(dict(host=host))
     resumed.load_state_dict(ref.state_dict())
     resumed_wrapper = LayerwiseLocalOptimWrapper(sgd(resumed))
     resumed_wrapper.load_state_dict(copy.deepcopy(ref_wrapper.state_dict()))
@@ -214,11 +242,12 @@ def test_count_leaves_out_the_host_copies():
     assert report.peak_bytes < ref_report.peak_bytes
 
 
-def test_a_failed_iteration_leaves_nothing_behind():
+@pytest.mark.parametrize('host', HOSTS)
+def test_a_failed_iteration_leaves_nothing_behind(host):
     """An error in the middle of an iteration drops the gradients of the
     heads on the device and sends them back, so the next iteration
     trains."""
-    model = _build(dict(host='cpu'))
+    model = _build(dict(host=host))
     wrapper = LayerwiseLocalOptimWrapper(sgd(model))
     model.train_step(make_batch(0), wrapper)
 
@@ -283,11 +312,12 @@ def test_refuses_fused_state_and_buffer_broadcasts():
         LocalDistributedDataParallel(model, broadcast_buffers=True)
 
 
-def test_channels_last_weights_stay_channels_last():
+@pytest.mark.parametrize('host', HOSTS)
+def test_channels_last_weights_stay_channels_last(host):
     """The heads' copies keep their strides: a channels-last head trains
     as it would without offloading."""
     ref = _build().to(memory_format=torch.channels_last)
-    model = _build(dict(host='cpu')).to(memory_format=torch.channels_last)
+    model = _build(dict(host=host)).to(memory_format=torch.channels_last)
     _train(ref, iters=2)
     _train(model, iters=2)
     convs = [m.weight for m in model.aux_heads.modules()
@@ -296,3 +326,65 @@ def test_channels_last_weights_stay_channels_last():
         w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     for key, value in ref.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize('through', ['descriptor', 'mapping'])
+def test_files_leave_the_resident_set(tmp_path, monkeypatch, through):
+    """host='file': a head at rest is a mapping of deleted files in
+    ``directory`` with no resident page, before and after a round trip
+    with its momentum, and it comes back with the same values; copied
+    through the files' descriptors, or through the mapping where there is
+    no ``os.preadv``."""
+    if through == 'mapping':
+        monkeypatch.delattr(os, 'preadv')
+    head = torch.nn.Linear(1024, 1024)  # 4 MiB of weights
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.1, momentum=0.9)
+    offload = HostOffload([head], host='file', directory=str(tmp_path))
+    assert _mapped(tmp_path) == (0, 0)
+    cpu = torch.device('cpu')
+    offload.fetch(0, cpu, optimizer)
+    head(torch.ones(4, 1024)).sum().backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    expected = [t.clone() for t in list(head.parameters()) + [
+        optimizer.state[p]['momentum_buffer'] for p in head.parameters()]]
+    offload.release(0, optimizer)
+    # the weight and its momentum in files; the 4 KiB bias stays in memory
+    mapped, resident = _mapped(tmp_path)
+    assert mapped == 2 * head.weight.numel() * 4 and resident == 0
+    assert os.listdir(tmp_path) == []  # unlinked once mapped
+    files = [getattr(h, '_offload_file', None)
+             for h in offload.host_tensors()]
+    assert sum(f is not None for f in files) == 2  # weight, momentum
+    assert all((f.fd is None) == (through == 'mapping')
+               for f in files if f is not None)
+    offload.fetch(0, cpu, optimizer)
+    assert _mapped(tmp_path)[1] == 0  # read and dropped again
+    got = list(head.parameters()) + [
+        optimizer.state[p]['momentum_buffer'] for p in head.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert not set(t.data_ptr() for t in got) & _host_ptrs(offload)
+    offload.release(0, optimizer)
+    assert _mapped(tmp_path)[1] == 0
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    # written at rest through the mapping (loading a checkpoint), read
+    # back through the descriptor by the next fetch
+    new_weight = torch.randn_like(head.weight)
+    head.load_state_dict(dict(weight=new_weight, bias=head.bias.detach()))
+    assert _mapped(tmp_path)[1] > 0
+    offload.fetch(0, cpu, optimizer)
+    assert torch.equal(head.weight, new_weight)
+    assert _mapped(tmp_path)[1] == 0
+
+
+def test_file_options_are_checked(tmp_path):
+    with pytest.raises(InputError, match='not a writable directory'):
+        _build(dict(host='file', directory=str(tmp_path / 'missing')))
+    with pytest.raises(InputError, match="is for host='file'"):
+        _build(dict(host='cpu', directory=str(tmp_path)))
+    with pytest.raises(InputError, match='cannot be pinned'):
+        _build(dict(host='file', pin_memory=True))
+    # a GPU run is refused before any copy (and without a GPU here)
+    offload = HostOffload([torch.nn.Linear(2, 2)], host='file')
+    with pytest.raises(InputError, match="host='cpu' \\(pinned"):
+        offload.fetch(0, torch.device('cuda'))

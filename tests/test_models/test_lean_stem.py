@@ -139,7 +139,7 @@ def test_checks_its_modules():
 
 
 def _classifier_cfg(stem_chunk_size=None, with_cp=False, aux_cp=False,
-                    cp_stages=None, cp_max_downsample=None):
+                    cp_stages=None, cp_max_downsample=None, offload=None):
     return dict(
         type='LocalImageClassifier',
         backbone=dict(
@@ -153,7 +153,8 @@ def _classifier_cfg(stem_chunk_size=None, with_cp=False, aux_cp=False,
                       cp_max_downsample=cp_max_downsample),
         num_classes=5,
         image_size=IMAGE,
-        rule='local')
+        rule='local',
+        aux_head_offload=offload)
 
 
 def _batch(seed: int) -> dict:
@@ -217,10 +218,15 @@ def test_train_step_equals_plain_stem():
     dict(with_cp='nested', aux_cp=1),
     # the ImageNet recipe's selection: layer1's blocks, the heads at 4x
     dict(with_cp=True, cp_stages=(0, ), aux_cp=1, cp_max_downsample=4),
+    # and with the heads resting in files between uses (the CPU recipe)
+    dict(with_cp=True, cp_stages=(0, ), aux_cp=1, cp_max_downsample=4,
+         offload=dict(host='file')),
+    dict(with_cp='nested', aux_cp=1, offload=dict(host='file')),
 ])
 def test_every_memory_option_equals_summed_loss_reference(options):
     """Lean stem, nested checkpointing in the backbone blocks, plain
-    checkpointing in the first auxiliary blocks and the per-layer step:
+    checkpointing in the first auxiliary blocks, the heads in files and
+    the per-layer step:
     one update equals the reference definition (summed local losses, one
     backward, one SGD step) of the plain network, BatchNorm statistics
     included (a checkpointed block's recomputation must not update them
@@ -237,6 +243,11 @@ def test_every_memory_option_equals_summed_loss_reference(options):
     loss.backward()
     ref_opt.step()
     assert all(p.grad is None for p in model.parameters())
+    offload = model.aux_head_offload
+    if offload is not None:  # the heads went to their files and back
+        assert offload.in_files and offload.resident == set()
+        assert len(offload.host_tensors()) >= len(
+            list(model.aux_heads.parameters()))
     assert_state_equal(model, ref)
 
 

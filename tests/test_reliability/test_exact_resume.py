@@ -155,15 +155,17 @@ def test_sigterm_at_any_iteration_then_resume_equals_uninterrupted(
         load(osp.join(work_dir, f'iter_{MAX_ITERS}.pth')))
 
 
+@pytest.mark.parametrize('host', ['cpu', 'file'])
 def test_heads_in_host_memory_resume_equals_the_plain_run(
-        reference, tiny_config, tmp_path):
+        reference, tiny_config, tmp_path, host):
     """The auxiliary heads resting in host memory between uses
-    (``model.aux_head_offload``, with the per-layer step it needs): a run
-    killed after ``iter_4.pth`` and resumed ends with the weights and
-    optimizer state of the uninterrupted run that keeps the heads in place
-    and steps once per iteration, bit for bit (validation and checkpoints
-    read the heads from their host copies)."""
-    options = ('--cfg-options', "model.aux_head_offload.host='cpu'",
+    (``model.aux_head_offload``, with the per-layer step it needs), in
+    memory or in memory-mapped files: a run killed after ``iter_4.pth``
+    and resumed ends with the weights and optimizer state of the
+    uninterrupted run that keeps the heads in place and steps once per
+    iteration, bit for bit (validation and checkpoints read the heads from
+    their host copies)."""
+    options = ('--cfg-options', f"model.aux_head_offload.host='{host}'",
                'optim_wrapper.type=LayerwiseLocalOptimWrapper')
     work_dir = str(tmp_path / 'offload')
     proc = spawn_train(tiny_config, work_dir, *options)

@@ -163,7 +163,10 @@ class LocalImageClassifier(BaseModel):
         aux_head_offload (dict, optional): Keep the auxiliary heads'
             parameters, buffers and optimizer state in host memory between
             their uses (:class:`~auglocal_det.models.layers.HostOffload`;
-            keys ``host``, default ``'cpu'``, and ``pin_memory``): in
+            keys ``host``, default ``'cpu'``, or ``'file'`` for training
+            on the CPU (memory-mapped files, out of the process's resident
+            memory between uses), ``pin_memory`` and ``directory``, where
+            ``host='file'`` puts its files): in
             training each head is brought in just before its module's loss
             (the next one on a side stream on CUDA) and goes back right
             after its per-layer update, so it needs
@@ -279,6 +282,8 @@ class LocalImageClassifier(BaseModel):
             raise InputError(
                 f'model.aux_head_offload.host={cfg.get("host")!r}: '
                 f'{err}') from None
+        except ValueError as err:  # directory, pin_memory
+            raise InputError(f'model.aux_head_offload: {err}') from None
 
     @property
     def aux_head_offload(self) -> Optional[HostOffload]:

@@ -18,6 +18,27 @@ while module ``j`` computes. Host and compute device may both be the CPU
 (the copies are then plain copies); that is how the tests check the
 updates.
 
+When the compute device is the CPU, host memory is the same memory, and
+``host='file'`` takes the heads out of it instead: each host copy is a
+file, created in ``directory`` and unlinked at once, mapped into the
+process (``torch.UntypedStorage.from_file``, shared). After every copy in
+or out the mapping's pages are dropped from the process
+(``madvise(MADV_DONTNEED)``; the kernel keeps the data, written back to
+the file, in its page cache, which it may reclaim), so between their uses
+the heads are not part of the process's resident memory. The copies
+themselves read and write the file through a descriptor kept open with
+the copy (``os.preadv``, ``os.pwrite``: the page cache is the mapping's,
+so reads of the mapping, such as a checkpoint's, and writes into it, such
+as loading a state dict, see the same bytes; a copy through the
+descriptor is several times faster than faulting the mapping in page by
+page). Copies smaller than ``min_file_bytes`` (BatchNorm's vectors,
+biases) stay in memory. The data are the same bytes, so the updates stay
+the same bit for bit; the cost is the copy through the page cache and its
+write-back to the disk, the heads' parameters and momentum in and out once
+per iteration. The directory must
+be on a disk: on a memory file system (tmpfs) the files would stay in
+memory.
+
 What moves: a module's parameters and buffers (BatchNorm's running
 statistics are updated by its forward), and the optimizer state tensors of
 its parameters that have the parameter's shape (momentum, Adam's moments).
@@ -26,6 +47,10 @@ Tensors are moved by assigning ``Tensor.data``, so parameters, buffers and
 state entries keep their identity (the optimizer's state stays keyed by the
 same parameters).
 """
+import ctypes
+import mmap
+import os
+import tempfile
 import weakref
 from contextlib import nullcontext
 from typing import (
@@ -43,6 +68,8 @@ import torch
 import torch.nn as nn
 from torch.optim import Optimizer
 
+from auglocal_det.errors import InputError
+
 __all__ = ['HostOffload']
 
 
@@ -52,10 +79,21 @@ class HostOffload:
     Args:
         modules (Sequence[nn.Module]): The modules (auxiliary heads), by
             index.
-        host (str | torch.device): Where they rest. Defaults to ``'cpu'``.
+        host (str | torch.device): Where they rest: a device, or
+            ``'file'``, memory-mapped files whose pages are dropped from
+            the process between uses (for training on the CPU). Defaults
+            to ``'cpu'``.
         pin_memory (bool, optional): Allocate the host copies in pinned
             memory, so that copies to and from a GPU can overlap with its
             compute. Defaults to None: when the compute device is CUDA.
+        directory (str, optional): Where ``host='file'`` creates its files
+            (unlinked as soon as they are mapped). Defaults to None: the
+            temporary directory (``TMPDIR``).
+
+    Raises:
+        ValueError: If ``directory`` is given without ``host='file'`` or is
+            not a writable directory, or if ``host='file'`` is asked for
+            pinned memory.
 
     Examples:
         >>> offload = HostOffload(model.aux_heads)
@@ -69,10 +107,36 @@ class HostOffload:
     def __init__(self,
                  modules: Sequence[nn.Module],
                  host: str = 'cpu',
-                 pin_memory: Optional[bool] = None) -> None:
+                 pin_memory: Optional[bool] = None,
+                 directory: Optional[str] = None) -> None:
         self.modules = list(modules)
-        self.host = torch.device(host)
+        #: whether the host copies are memory-mapped files
+        self.in_files = host == 'file'
+        if self.in_files:
+            if pin_memory:
+                raise ValueError(
+                    "host='file' maps files, which cannot be pinned; set "
+                    'pin_memory=None')
+            directory = tempfile.gettempdir() if directory is None \
+                else os.path.expanduser(directory)
+            if not (os.path.isdir(directory)
+                    and os.access(directory, os.W_OK | os.X_OK)):
+                raise ValueError(
+                    f'directory={directory!r} is not a writable directory '
+                    "(host='file' creates its files there)")
+            self.host = torch.device('cpu')
+        else:
+            if directory is not None:
+                raise ValueError(
+                    f"directory={directory!r} is for host='file' (the "
+                    f'heads in files); host={host!r} rests them in memory')
+            self.host = torch.device(host)
+        self.directory = directory
         self.pin_memory = pin_memory
+        #: host copies below this size stay in memory with ``host='file'``
+        #: (BatchNorm's vectors, biases: a page and a descriptor each for
+        #: almost nothing)
+        self.min_file_bytes = 1 << 16
         self._index_of: Dict[int, int] = {
             id(p): i
             for i, module in enumerate(self.modules)
@@ -141,6 +205,7 @@ class HostOffload:
         """
         if not 0 <= index < len(self.modules):
             return
+        self._check_device(device)
         # resident before the first copy: a copy that fails (out of
         # memory) leaves a module that release() still brings back
         self._resident[index] = device
@@ -254,11 +319,19 @@ class HostOffload:
     def _bring_in(self, tensor: torch.Tensor, device: torch.device) -> None:
         """Give ``tensor`` a copy on ``device`` unless it is there (a
         separate copy also when the host is the device)."""
-        if tensor.device == device and not self._at_rest(tensor):
+        at_rest = self._at_rest(tensor)
+        if tensor.device == device and not at_rest:
             return
         moved = torch.empty_like(tensor.data, device=device)
         if tensor.device.type != 'meta' and device.type != 'meta':
-            moved.copy_(tensor.data, non_blocking=True)
+            handle = _file_of(self._get_host(tensor)) if at_rest else None
+            if handle is not None and handle.fd is not None \
+                    and _same_bytes(moved, tensor.data):
+                handle.read_into(moved)
+            else:
+                moved.copy_(tensor.data, non_blocking=True)
+            if handle is not None:
+                _drop_pages(tensor.data)
         tensor.data = moved
 
     def _send_back(self, tensor: torch.Tensor,
@@ -266,6 +339,7 @@ class HostOffload:
         """Copy ``tensor`` into its host copy and let it point there."""
         if self._at_rest(tensor):
             return
+        self._check_device(tensor.device)
         pin = self._pin(tensor.device)
         # a dry run on the meta device keeps shapes only: its host copies
         # are meta tensors too (a tensor cannot point from meta to host)
@@ -275,25 +349,81 @@ class HostOffload:
         if host is None or host.shape != tensor.shape \
                 or host.stride() != tensor.stride() \
                 or host.dtype != tensor.dtype:
-            if tensor.device == host_device and (not pin
-                                                 or tensor.is_pinned()):
+            in_file = (self.in_files and host_device.type != 'meta' and
+                       tensor.numel() * tensor.element_size() >=
+                       self.min_file_bytes)
+            if (tensor.device == host_device and not in_file
+                    and (not pin or tensor.is_pinned())):
                 # host memory already (a tensor that never moved, or a
                 # state tensor created there): it becomes the host copy
                 self._set_host(tensor, tensor.data)
                 return
-            # the tensor's own strides (channels-last weights stay so)
-            host = torch.empty_strided(
-                tensor.size(),
-                tensor.stride(),
-                dtype=tensor.dtype,
-                device=host_device,
-                pin_memory=pin)
+            if in_file:
+                host = self._file_copy(tensor)
+            else:
+                # the tensor's own strides (channels-last weights stay so)
+                host = torch.empty_strided(
+                    tensor.size(),
+                    tensor.stride(),
+                    dtype=tensor.dtype,
+                    device=host_device,
+                    pin_memory=pin)
             self._set_host(tensor, host)
         if tensor.device.type != 'meta':
-            host.copy_(tensor.data, non_blocking=stream is not None)
+            handle = _file_of(host)
+            if handle is not None and handle.fd is not None \
+                    and _same_bytes(tensor.data, host):
+                handle.write_from(tensor.data)
+            else:
+                host.copy_(tensor.data, non_blocking=stream is not None)
+            if handle is not None:
+                _drop_pages(host)
         if stream is not None:  # free the device memory after the copy
             tensor.data.record_stream(stream)
         tensor.data = host
+
+    def _check_device(self, device: torch.device) -> None:
+        """Refuse files for a compute device other than the CPU."""
+        if self.in_files and device.type not in ('cpu', 'meta'):
+            raise InputError(
+                "model.aux_head_offload.host='file' rests the heads in "
+                f'files for training on the CPU; the model computes on '
+                f"{device}, where host='cpu' (pinned host memory) is the "
+                'option')
+
+    def _file_copy(self, tensor: torch.Tensor) -> torch.Tensor:
+        """An empty tensor like ``tensor`` (its strides too) in a new
+        memory-mapped file of ``directory``, unlinked once mapped (the
+        mapping keeps it until the tensor goes)."""
+        span = 1 + sum((size - 1) * stride for size, stride in zip(
+            tensor.shape, tensor.stride())) if tensor.numel() else 0
+        nbytes = span * tensor.element_size()
+        if nbytes == 0:  # nothing to keep (a file cannot map 0 bytes)
+            return torch.empty_strided(
+                tensor.size(), tensor.stride(), dtype=tensor.dtype)
+        handle, path = tempfile.mkstemp(
+            prefix='auglocal_offload_', dir=self.directory)
+        try:
+            os.ftruncate(handle, nbytes)
+            storage = torch.UntypedStorage.from_file(
+                path, shared=True, nbytes=nbytes)
+        except BaseException:
+            os.close(handle)
+            raise
+        finally:
+            os.unlink(path)
+        host = torch.empty(
+            0, dtype=tensor.dtype).set_(storage, 0, tensor.size(),
+                                        tensor.stride())
+        # the descriptor lives as long as the host copy: copies go through
+        # it (read and write, several times faster than faulting the
+        # mapping page by page; the page cache is the mapping's, so both
+        # see the same bytes)
+        if not hasattr(os, 'preadv'):  # copies fault the mapping in
+            os.close(handle)
+            handle = None
+        host._offload_file = _File(handle)
+        return host
 
     def _pin(self, device: Optional[torch.device]) -> bool:
         if self.pin_memory is not None:
@@ -316,6 +446,93 @@ class HostOffload:
             stream = self._streams[device] = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         return _StreamContext(stream)
+
+
+class _File:
+    """The open descriptor of an unlinked file holding one host copy,
+    closed when the copy goes."""
+
+    def __init__(self, fd: Optional[int]) -> None:
+        #: None where copies go through the mapping (no ``os.preadv``)
+        self.fd = fd
+
+    def __del__(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+    def read_into(self, tensor: torch.Tensor) -> None:
+        """Fill ``tensor``'s storage with the file's bytes."""
+        view = _bytes(tensor)
+        done = 0
+        while done < len(view):
+            count = os.preadv(self.fd, [view[done:]], done)
+            if count <= 0:
+                raise OSError(f'HostOffload: a host file ended after '
+                              f'{done} of {len(view)} bytes')
+            done += count
+
+    def write_from(self, tensor: torch.Tensor) -> None:
+        """Write ``tensor``'s storage into the file."""
+        view = _bytes(tensor)
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self.fd, view[done:], done)
+
+
+def _file_of(host: Optional[torch.Tensor]) -> Optional[_File]:
+    return getattr(host, '_offload_file', None)
+
+
+def _bytes(tensor: torch.Tensor):
+    """The bytes of ``tensor``'s storage, as a buffer sharing them."""
+    data = torch.empty(0, dtype=torch.uint8).set_(tensor.untyped_storage())
+    return memoryview(data.numpy())
+
+
+def _same_bytes(tensor: torch.Tensor, host: torch.Tensor) -> bool:
+    """Whether the storages of ``tensor`` and its file-backed ``host``
+    copy hold the same elements at the same bytes (same strides, both at
+    the start of storages of the same size), so that a byte copy of the
+    storage copies the tensor."""
+    return (tensor.device.type == 'cpu' and tensor.dtype == host.dtype
+            and tensor.shape == host.shape
+            and tensor.stride() == host.stride()
+            and tensor.storage_offset() == 0
+            and tensor.untyped_storage().nbytes() ==
+            host.untyped_storage().nbytes())
+
+
+def _madvise():
+    """libc's ``madvise`` (None where there is none)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.madvise
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_MADVISE = _madvise() if hasattr(mmap, 'MADV_DONTNEED') else None
+
+
+def _drop_pages(host: torch.Tensor) -> None:
+    """Drop the pages of a file-backed host copy (only such a one: on
+    anonymous memory this would zero it) from the process: its
+    data stay in the file (a shared mapping, so the kernel keeps what was
+    written) and come back on the next read. Where ``madvise`` does not
+    exist the pages stay (the data are the same either way)."""
+    if _MADVISE is None:
+        return
+    storage = host.untyped_storage()
+    if storage.nbytes() == 0:
+        return
+    # the mapping starts on a page boundary; the kernel rounds the length
+    if _MADVISE(storage.data_ptr(), storage.nbytes(),
+                mmap.MADV_DONTNEED) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f'madvise(MADV_DONTNEED): {os.strerror(err)}')
 
 
 class _StreamContext:
