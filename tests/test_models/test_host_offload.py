@@ -388,3 +388,21 @@ def test_file_options_are_checked(tmp_path):
     offload = HostOffload([torch.nn.Linear(2, 2)], host='file')
     with pytest.raises(InputError, match="host='cpu' \\(pinned"):
         offload.fetch(0, torch.device('cuda'))
+
+
+def test_file_descriptors_go_with_their_copies(tmp_path):
+    """One descriptor per file-backed copy, closed once the copy and the
+    tensor resting in it are gone."""
+    import gc
+
+    def open_fds():
+        return len(os.listdir('/proc/self/fd'))
+
+    before = open_fds()
+    head = torch.nn.Linear(1024, 1024)
+    offload = HostOffload([head], host='file', directory=str(tmp_path))
+    offload.release_all()
+    assert open_fds() == before + 1  # the weight; the bias stays in memory
+    del head, offload
+    gc.collect()
+    assert open_fds() == before

@@ -456,9 +456,11 @@ class _File:
         #: None where copies go through the mapping (no ``os.preadv``)
         self.fd = fd
 
-    def __del__(self) -> None:
+    def __del__(self, _close=os.close) -> None:
+        # os.close bound at definition: still there at interpreter exit
         if self.fd is not None:
-            os.close(self.fd)
+            _close(self.fd)
+            self.fd = None
 
     def read_into(self, tensor: torch.Tensor) -> None:
         """Fill ``tensor``'s storage with the file's bytes."""
