@@ -35,9 +35,8 @@ page). Copies smaller than ``min_file_bytes`` (BatchNorm's vectors,
 biases) stay in memory. The data are the same bytes, so the updates stay
 the same bit for bit; the cost is the copy through the page cache and its
 write-back to the disk, the heads' parameters and momentum in and out once
-per iteration. The directory must
-be on a disk: on a memory file system (tmpfs) the files would stay in
-memory.
+per iteration. The directory must be on a disk: on a memory file system
+(tmpfs) the files would stay in memory.
 
 What moves: a module's parameters and buffers (BatchNorm's running
 statistics are updated by its forward), and the optimizer state tensors of
@@ -324,14 +323,9 @@ class HostOffload:
             return
         moved = torch.empty_like(tensor.data, device=device)
         if tensor.device.type != 'meta' and device.type != 'meta':
-            handle = _file_of(self._get_host(tensor)) if at_rest else None
-            if handle is not None and handle.fd is not None \
-                    and _same_bytes(moved, tensor.data):
-                handle.read_into(moved)
-            else:
-                moved.copy_(tensor.data, non_blocking=True)
-            if handle is not None:
-                _drop_pages(tensor.data)
+            _copy(moved, tensor.data,
+                  self._get_host(tensor) if at_rest else None,
+                  non_blocking=True)
         tensor.data = moved
 
     def _send_back(self, tensor: torch.Tensor,
@@ -370,14 +364,7 @@ class HostOffload:
                     pin_memory=pin)
             self._set_host(tensor, host)
         if tensor.device.type != 'meta':
-            handle = _file_of(host)
-            if handle is not None and handle.fd is not None \
-                    and _same_bytes(tensor.data, host):
-                handle.write_from(tensor.data)
-            else:
-                host.copy_(tensor.data, non_blocking=stream is not None)
-            if handle is not None:
-                _drop_pages(host)
+            _copy(host, tensor.data, host, non_blocking=stream is not None)
         if stream is not None:  # free the device memory after the copy
             tensor.data.record_stream(stream)
         tensor.data = host
@@ -481,8 +468,23 @@ class _File:
             done += os.pwrite(self.fd, view[done:], done)
 
 
-def _file_of(host: Optional[torch.Tensor]) -> Optional[_File]:
-    return getattr(host, '_offload_file', None)
+def _copy(dst: torch.Tensor, src: torch.Tensor,
+          host: Optional[torch.Tensor], non_blocking: bool) -> None:
+    """``dst.copy_(src)``, where one of them may be the host copy
+    ``host``: if that is file-backed, through its descriptor when the
+    bytes line up, and its pages dropped afterwards."""
+    handle = getattr(host, '_offload_file', None)
+    if handle is None:
+        dst.copy_(src, non_blocking=non_blocking)
+        return
+    if handle.fd is not None and _same_bytes(src, dst):
+        if dst is host:
+            handle.write_from(src)
+        else:
+            handle.read_into(dst)
+    else:
+        dst.copy_(src)
+    _drop_pages(host)
 
 
 def _bytes(tensor: torch.Tensor):
@@ -491,17 +493,16 @@ def _bytes(tensor: torch.Tensor):
     return memoryview(data.numpy())
 
 
-def _same_bytes(tensor: torch.Tensor, host: torch.Tensor) -> bool:
-    """Whether the storages of ``tensor`` and its file-backed ``host``
-    copy hold the same elements at the same bytes (same strides, both at
-    the start of storages of the same size), so that a byte copy of the
-    storage copies the tensor."""
-    return (tensor.device.type == 'cpu' and tensor.dtype == host.dtype
-            and tensor.shape == host.shape
-            and tensor.stride() == host.stride()
-            and tensor.storage_offset() == 0
-            and tensor.untyped_storage().nbytes() ==
-            host.untyped_storage().nbytes())
+def _same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the storages of ``a`` and ``b`` (on the CPU) hold the same
+    elements at the same bytes (same strides, both at the start of
+    storages of the same size), so that a byte copy of one storage into
+    the other copies the tensor."""
+    return (a.device.type == b.device.type == 'cpu' and a.dtype == b.dtype
+            and a.shape == b.shape and a.stride() == b.stride()
+            and a.storage_offset() == b.storage_offset() == 0
+            and a.untyped_storage().nbytes() ==
+            b.untyped_storage().nbytes())
 
 
 def _madvise():
