@@ -9,7 +9,8 @@ derive from the built-in exception a caller would otherwise catch, so
 
 __all__ = [
     'InputError', 'InputFileNotFoundError', 'InputTypeError',
-    'UnreadableFileError', 'TrainingDivergedError'
+    'UnreadableFileError', 'TrainingDivergedError', 'CheckpointWriteError',
+    'PipelineStoppedError'
 ]
 
 
@@ -38,3 +39,12 @@ class UnreadableFileError(InputError, RuntimeError):
 class TrainingDivergedError(FloatingPointError):
     """A local loss became non-finite; the message names module and
     iteration."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the previous one is intact."""
+
+
+class PipelineStoppedError(RuntimeError):
+    """Another rank of the pipeline failed; the message says which and why.
+    """

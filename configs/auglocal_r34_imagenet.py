@@ -9,6 +9,7 @@
 _base_ = [
     './_base_/models/local_resnet34.py',
     './_base_/datasets/imagenet_bs128.py',
+    # the official lr schedule, once per epoch (per iteration: *_smooth.py)
     './_base_/schedules/imagenet_bs1024_sgd_cos_200e.py',
     './_base_/default_runtime.py',
 ]
@@ -38,7 +39,14 @@ model = dict(
     # dict(host='file')): 0.38x, the same updates, no time measurable at
     # batch 16 (0.99x); it is refused on GPUs, where
     # auglocal_r34_offload_imagenet.py is the counterpart.
-    backbone=dict(stem_chunk_size=16, with_cp=True, cp_stages=(0, )),
+    # zero_init_residual=False: every block's last BatchNorm starts at
+    # weight 1, as in the official ImageNet code (mmdet's default, True,
+    # starts it at 0; docs/algorithms.md, "Recipe").
+    backbone=dict(
+        stem_chunk_size=16,
+        with_cp=True,
+        cp_stages=(0, ),
+        zero_init_residual=False),
     aux_head=dict(
         type='AugLocalAuxHead',
         depth=4,

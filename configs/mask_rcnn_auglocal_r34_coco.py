@@ -48,13 +48,15 @@ train_dataloader = dict(
 val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
 test_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
 # atomic checkpoint writes, one job per work dir, the heads' num_classes
-# checked against the data, a checkpoint on pre-emption
+# checked against the data, a checkpoint on pre-emption, a stop at the first
+# NaN or Inf loss (and no checkpoint with non-finite weights)
 # (docs/reliability.md)
 default_hooks = dict(
     checkpoint=dict(type='AtomicCheckpointHook'),
     work_dir_lock=dict(type='WorkDirLockHook'),
     train_data_check=dict(type='TrainDataCheckHook'),
-    preemption=dict(type='PreemptionCheckpointHook'))
+    preemption=dict(type='PreemptionCheckpointHook'),
+    non_finite_loss=dict(type='NonFiniteLossHook'))
 
 optim_wrapper = dict(
     type='OptimWrapper',

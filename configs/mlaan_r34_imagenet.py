@@ -11,19 +11,26 @@
 # authors' code (leap_layers='auto') and EMA momentum 0.995.
 # Our corrections (docs/algorithms.md, MLAAN): every EMA twin is updated
 # exactly once per iteration, after the optimizer step (the official code
-# updates only the last twin, twice); the loss weights are read from here;
-# no leap module is built for the modules without a loss.
+# moves the twins of modules 2 .. 14 during the forward, before the step,
+# and that of module 14 twice); the loss weights are read from here; no leap
+# module is built for the modules without a loss.
 # Everything else is the recipe of auglocal_r34_imagenet.py, for a
 # like-for-like comparison: SGD Nesterov 0.9, wd 1e-4, batch 1024 (128 x 8
-# GPUs), lr 0.4, cosine over 200 epochs, RandomResizedCrop 224 + flip.
-# (The authors' run: 150 epochs, batch 256 (128 x 2 GPUs), lr 0.05.)
+# GPUs), lr 0.4, cosine over 200 epochs, RandomResizedCrop 224 + flip; the
+# GPUs train one model (its gradients are averaged over them).
+# The authors' run: 150 epochs, lr 0.05, two processes of batch 128, one per
+# GPU. The DistributedDataParallel wrapping of their imagenet_DDP.py is
+# commented out, so that "2-GPU" run trains two unsynchronised models, each
+# on its half of the data at batch 128, not one model at batch 256.
 #   bash tools/dist_train.sh configs/mlaan_r34_imagenet.py 8
 _base_ = ['./auglocal_r34_imagenet.py']
 
 model = dict(
     # the plain network: the memory options of auglocal_r34_imagenet.py
-    # were measured for AugLocal's heads only
-    backbone=dict(stem_chunk_size=None, with_cp=False),
+    # were measured for AugLocal's heads only; every block's last BatchNorm
+    # starts at weight 0, as in MLAAN's official ImageNet code
+    backbone=dict(
+        stem_chunk_size=None, with_cp=False, zero_init_residual=True),
     type='MLAANImageClassifier',
     aux_head=dict(
         _delete_=True,

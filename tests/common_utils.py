@@ -181,6 +181,58 @@ def wrap_local_ddp(model: nn.Module) -> nn.Module:
         dict(type='LocalDistributedDataParallel', module=model))
 
 
+class ReductionLog:
+    """What a ``LocalDistributedDataParallel`` all-reduces per iteration.
+
+    Observes the wrapper's bucket launches (wrapped on the instance):
+    :meth:`report` after each ``train_step`` gives ``counts`` (parameter
+    name -> reductions), ``num_buckets`` (all-reduce calls) and ``late``
+    (names reduced at the step because the model never reported them), or
+    ``{}`` for an iteration without reduction (accumulation only).
+
+    Args:
+        ddp (nn.Module): The data-parallel wrapper; anything else gives
+            empty reports.
+    """
+
+    def __init__(self, ddp: nn.Module) -> None:
+        self._entries: List[tuple] = []
+        self._late = False
+        if type(ddp).__name__ != 'LocalDistributedDataParallel':
+            return
+        names = {id(p): n for n, p in ddp.module.named_parameters()}
+        launch, rest = ddp._launch, ddp._reduce_rest
+
+        def spy_launch(params):
+            buckets = len({(p.device, p.dtype) for p in params})
+            self._entries.append(
+                ([names[id(p)] for p in params], buckets, self._late))
+            launch(params)
+
+        def spy_rest():
+            self._late = True
+            try:
+                rest()
+            finally:
+                self._late = False
+
+        ddp._launch, ddp._reduce_rest = spy_launch, spy_rest
+
+    def report(self) -> dict:
+        """The reductions since the last report."""
+        entries, self._entries = self._entries, []
+        if not entries:
+            return {}
+        counts: Dict[str, int] = {}
+        for names, _, _ in entries:
+            for name in names:
+                counts[name] = counts.get(name, 0) + 1
+        return dict(
+            counts=counts,
+            num_buckets=sum(buckets for _, buckets, _ in entries),
+            late=[n for names, _, late in entries if late for n in names])
+
+
 def _gloo_process(rank: int, worker: Callable[[int], dict],
                   world_size: int, port: int, out_dir: str) -> None:
     """Body of one spawned process: join the group, run, save, leave."""

@@ -35,9 +35,8 @@ with the gain over random init, and the total wall time. The same summary
 is written to ``<work_dir>/summary.md`` and drawn in
 ``<work_dir>/summary.png``.
 
-``--full`` runs the longer variant (``configs/demo/*_full.py``: AugLocal
-heads at a quarter of the paper's width, 8 epochs of pretraining, 3 of
-fine-tuning; its own data folders).
+``--full`` runs the longer variant (``configs/demo/*_full.py``, with
+its own data folders).
 
 Examples::
 
@@ -51,11 +50,9 @@ import argparse
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -72,6 +69,19 @@ from auglocal_det.testing import (  # noqa: E402
     generate_coco_shapes,
     generate_imagenet_shapes,
 )
+from auglocal_det.utils.demo_summary import (  # noqa: E402,F401
+    REAL_DATA_NOTE,
+    RULE_NAMES,
+    write_summary,
+)
+from auglocal_det.utils.jobs import (  # noqa: E402,F401
+    Job,
+    JobFailed,
+    Progress,
+    auto_threads,
+    clock,
+)
+from auglocal_det.utils.jobs import run_jobs as run_commands  # noqa: E402
 
 #: The demo's two variants: configs and data folders. ``default`` is the
 #: one-command demo; ``full`` the longer run (``--full``).
@@ -99,7 +109,6 @@ PROFILES = {
 }
 #: Demo pretraining configs by rule name (of the default variant).
 DEMO_CONFIGS = dict(PROFILES['default']['configs'])
-RULE_NAMES = {'auglocal': 'AugLocal', 'bp': 'BP', 'random': 'random init'}
 DET_CONFIG = PROFILES['default']['det_config']
 #: Start points of the fine-tuning: a pretraining rule, or 'random' (no
 #: pretrained weights).
@@ -112,17 +121,11 @@ DEFAULT_WORK_DIR = PROFILES['default']['work_dir']
 #: with 1-4 shapes of 10-28 px (the pixel size of the shapes in the 36 px
 #: images the demo backbones are pretrained on).
 COCO_DATA = dict(num_train=500, num_val=100, image_size=64, seed=0)
-#: Relative cost of each kind of run of the default demo, for the ETA
-#: (only the ratios matter): the CPU seconds of the two pretrainings in one
-#: run of the demo (docs/benchmarks.md#demo), against about 120 s for a
-#: one-epoch fine-tuning and 20 s for an evaluation, from the full demo's
-#: timings scaled to one epoch.
+#: Relative cost of each kind of run of the default demo, for the ETA.
+#: Only the ratios matter; docs/benchmarks.md#demo gives the timings they
+#: come from.
 RUN_COSTS = {'pretrain auglocal': 3.3, 'pretrain bp': 0.55, 'fine-tune': 1.,
              'evaluate': 0.15}
-
-
-class JobFailed(RuntimeError):
-    """A training or test run of the demo exited with an error."""
 
 
 def log(msg: str) -> None:
@@ -130,210 +133,15 @@ def log(msg: str) -> None:
     print(f'[demo] {msg}', flush=True)
 
 
-def shell(cmd: Sequence[str]) -> str:
-    """A command line for the log, with paths relative to the repo."""
-    return ' '.join(
-        osp.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)
-
-
-def clock(seconds: float) -> str:
-    """``seconds`` as ``m:ss`` (or ``h:mm:ss``)."""
-    seconds = int(round(max(0., seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f'{hours}:{minutes:02d}:{secs:02d}'
-    return f'{minutes}:{secs:02d}'
-
-
-def auto_threads() -> int:
-    """Intra-op threads for training: all cores on an idle machine, one
-    on a busy one.
-
-    On a machine whose other jobs already keep the cores busy, PyTorch's
-    OpenMP threads spin waiting for each other: with 2 threads on a loaded
-    2-core machine one iteration took 5 times longer (and 10 times the CPU
-    time) than with 1 thread.
-    """
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return cores
-    return max(1, min(cores, int(round(cores - load))))
-
-
-@dataclass
-class Job:
-    """One run of the demo (a ``tools/train.py`` or ``tools/test.py``).
-
-    Attributes:
-        name (str): What the progress lines call it.
-        command (Callable): Returns the command line; called when the job
-            starts, so that it can read what its dependencies wrote.
-        log_path (str): The run's output goes there.
-        after (list[str]): Names of the jobs that must finish first.
-        cost (float): Relative cost, for the ETA.
-        env (dict): Extra environment variables.
-    """
-    name: str
-    command: Callable[[], List[str]]
-    log_path: str
-    after: List[str] = field(default_factory=list)
-    cost: float = 1.
-    env: Dict[str, str] = field(default_factory=dict)
-
-
-class Progress:
-    """Progress lines of a run of jobs: stage k of n, elapsed time, ETA.
-
-    The ETA assumes that the remaining jobs cost what their ``cost`` says,
-    at the speed (seconds per unit of cost) of the jobs already finished,
-    shared among ``slots`` parallel runs (but no shorter than the longest
-    of them).
-    """
-
-    def __init__(self, jobs: Sequence[Job], slots: int,
-                 start: Optional[float] = None) -> None:
-        self.costs = {job.name: job.cost for job in jobs}
-        self.index = {job.name: i + 1 for i, job in enumerate(jobs)}
-        self.total = len(jobs)
-        self.slots = max(1, slots)
-        self.start = time.time() if start is None else start
-        self.done: Dict[str, float] = {}
-        self.running: Dict[str, float] = {}
-
-    def eta(self) -> Optional[float]:
-        """Seconds left, or None before any job has finished."""
-        if not self.done:
-            return None
-        rate = sum(self.done.values()) / max(
-            1e-9, sum(self.costs[n] for n in self.done))
-        now = time.time()
-        left = [
-            cost * rate for name, cost in self.costs.items()
-            if name not in self.done and name not in self.running
-        ] + [
-            max(0., self.costs[name] * rate - (now - begin))
-            for name, begin in self.running.items()
-        ]
-        # the work shared among the slots, but no less than the longest run
-        return max(sum(left) / self.slots, max(left, default=0.))
-
-    def line(self, name: str, what: str) -> str:
-        eta = self.eta()
-        eta_str = clock(eta) if eta is not None else 'after the first stage'
-        return (f'stage {self.index[name]} of {self.total} {what}: {name} | '
-                f'elapsed {clock(time.time() - self.start)} | ETA {eta_str}')
-
-    def started(self, name: str) -> None:
-        self.running[name] = time.time()
-        log(self.line(name, 'started'))
-
-    def finished(self, name: str) -> float:
-        seconds = time.time() - self.running.pop(name)
-        self.done[name] = seconds
-        log(self.line(name, f'done in {clock(seconds)}'))
-        return seconds
-
-
-def run_jobs(jobs: Sequence, parallel: int = 1,
-             threads: Optional[int] = None, quiet: bool = True,
+def run_jobs(jobs: Sequence,
+             parallel: int = 1,
+             threads: Optional[int] = None,
+             quiet: bool = True,
              progress: Optional[Progress] = None) -> List[float]:
-    """Run commands, ``parallel`` at a time, each logging into its file.
-
-    A job starts as soon as a slot is free and the jobs it runs ``after``
-    have finished, in the order of ``jobs`` otherwise.
-
-    Args:
-        jobs (Sequence): :class:`Job` objects, or ``(name, command,
-            log_path)`` triples (independent jobs).
-        parallel (int): How many run at once. Defaults to 1.
-        threads (int, optional): ``OMP_NUM_THREADS`` of every job; None
-            keeps the environment's. Defaults to None.
-        quiet (bool): Only the log files get the output; otherwise a single
-            job at a time (``parallel=1``) also prints it. Defaults to True.
-        progress (Progress, optional): Reports starts and ends; one is
-            made for ``jobs`` if None.
-
-    Returns:
-        list[float]: Seconds each job took, in the order of ``jobs``.
-
-    Raises:
-        JobFailed: If a job fails (after the running ones have finished;
-            the jobs that depend on it are not started); the message names
-            its log.
-    """
-    jobs = [
-        job if isinstance(job, Job) else Job(
-            job[0], (lambda cmd=job[1]: cmd), job[2]) for job in jobs
-    ]
-    env = dict(os.environ)
-    if threads is not None:
-        env['OMP_NUM_THREADS'] = str(threads)
-    parallel = max(1, parallel)
-    tee = not quiet and parallel == 1
-    progress = progress or Progress(jobs, parallel)
-    pending = list(range(len(jobs)))
-    running: Dict[int, tuple] = {}
-    finished, failed_names = set(), set()
-    seconds: List[float] = [0.] * len(jobs)
-    failed: List[str] = []
-    while pending or running:
-        for index in list(pending):
-            if len(running) >= parallel:
-                break
-            job = jobs[index]
-            if any(name in failed_names for name in job.after):
-                pending.remove(index)
-                failed_names.add(job.name)
-                continue
-            if not all(name in finished for name in job.after):
-                continue
-            pending.remove(index)
-            cmd = job.command()
-            progress.started(job.name)
-            log(f'{job.name}: python {shell(cmd[1:])}')
-            log(f'{job.name}: {env.get("OMP_NUM_THREADS", "default")} '
-                f'intra-op thread(s); log: {job.log_path}')
-            log_file = open(job.log_path, 'w')
-            proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=dict(env, **job.env),
-                stdout=subprocess.PIPE if tee else log_file,
-                stderr=subprocess.STDOUT,
-                text=True)
-            running[index] = (proc, log_file)
-            if tee:
-                for line in proc.stdout:
-                    log_file.write(line)
-                    sys.stdout.write(line)
-                    sys.stdout.flush()
-        for index in list(running):
-            proc, log_file = running[index]
-            if proc.poll() is None:
-                continue
-            log_file.close()
-            del running[index]
-            job = jobs[index]
-            seconds[index] = progress.finished(job.name)
-            if proc.returncode == 0:
-                finished.add(job.name)
-            else:
-                failed_names.add(job.name)
-                failed.append(f'{job.name} (exit code {proc.returncode} '
-                              f'after {seconds[index]:.0f} s; see '
-                              f'{job.log_path})')
-        if running:
-            time.sleep(0.5)
-        elif pending and not failed and not any(
-                all(n in finished for n in jobs[i].after) for i in pending):
-            raise RuntimeError('demo jobs wait for jobs that never run: ' +
-                               ', '.join(jobs[i].name for i in pending))
-    if failed:
-        raise JobFailed('failed: ' + '; '.join(failed))
-    return seconds
+    """:func:`~auglocal_det.utils.jobs.run_jobs` from the repository root,
+    with the demo's log lines."""
+    return run_commands(
+        jobs, parallel, threads, quiet, progress, cwd=ROOT, log=log)
 
 
 # ----------------------------------------------------------------------
@@ -801,189 +609,6 @@ def finetune_and_evaluate(backbones: Dict[str, Optional[str]],
 # Summary
 
 
-def _mib(value: Optional[float]) -> str:
-    if value is None:
-        return 'n/a'
-    return f'{value / 1024:.2f} GiB' if value >= 1024 else f'{value:.0f} MiB'
-
-
-def _ratio(a: Optional[float], b: Optional[float]) -> str:
-    return f'{a / b:.2f}x' if a is not None and b else 'n/a'
-
-
-def summary_lines(pretrained: List[Dict], detected: List[Dict],
-                  wall_seconds: float) -> List[str]:
-    """The demo's last lines: top-1, memory, AP and wall time."""
-    lines = []
-    by_rule = {res['rule']: res for res in pretrained}
-    if pretrained:
-        chance = next((r['chance'] for r in pretrained if r['chance']), None)
-        parts = [
-            f'{RULE_NAMES[r["rule"]]} {r["val_top1"]:.2f}%'
-            if r['val_top1'] is not None else f'{RULE_NAMES[r["rule"]]} n/a'
-            for r in pretrained
-        ]
-        gap = ''
-        if all(by_rule.get(k, {}).get('val_top1') is not None
-               for k in ('auglocal', 'bp')):
-            diff = by_rule['auglocal']['val_top1'] - by_rule['bp']['val_top1']
-            gap = f'; AugLocal - BP {diff:+.2f} points'
-        chance_str = f'; chance {chance:.1f}%' if chance else ''
-        lines.append(f'val top-1 of ResNet-34 on the synthetic shapes: '
-                     f'{", ".join(parts)}{gap}{chance_str}')
-        memory = {r['rule']: r.get('memory') or {} for r in pretrained}
-        for key, what in (
-                ('peak_rss', 'peak training memory (process RSS, whole '
-                 'iteration)'),
-                ('activation_rss', 'activation memory (peak before the '
-                 'optimizer step - memory alive before the iteration - '
-                 'gradients)')):
-            parts = [
-                f'{RULE_NAMES[rule]} {_mib(mem.get(key))}'
-                for rule, mem in memory.items()
-            ]
-            ratio = ''
-            if 'auglocal' in memory and 'bp' in memory:
-                ratio = (' (AugLocal / BP ' + _ratio(
-                    memory['auglocal'].get(key), memory['bp'].get(key)) +
-                         ')')
-            lines.append(f'{what}: {", ".join(parts)}{ratio}')
-    if detected:
-        rows = {d['start']: d['row'] for d in detected}
-        parts = []
-        for start, row in rows.items():
-            text = (f'{RULE_NAMES[start]} {row["box AP"]} / '
-                    f'{row["mask AP"]}')
-            if start != 'random' and 'random' in rows:
-                try:
-                    text += (
-                        ' ({:+.1f} / {:+.1f} over random init)'.format(
-                            float(row['box AP']) -
-                            float(rows['random']['box AP']),
-                            float(row['mask AP']) -
-                            float(rows['random']['mask AP'])))
-                except ValueError:
-                    pass
-            parts.append(text)
-        lines.append('Mask R-CNN box AP / mask AP (synthetic shapes val) '
-                     'from ' + ', '.join(parts))
-    lines.append(f'total wall time: {clock(wall_seconds)} '
-                 f'({wall_seconds:.0f} s)')
-    return lines
-
-
-def summary_table(pretrained: List[Dict], detected: List[Dict]) -> str:
-    """A markdown table: one column per rule / start point."""
-    starts = [d['start'] for d in detected]
-    names = []
-    for key in [r['rule'] for r in pretrained] + starts:
-        if key not in names:
-            names.append(key)
-    by_rule = {r['rule']: r for r in pretrained}
-    rows_det = {d['start']: d for d in detected}
-
-    def cell(key, get):
-        try:
-            value = get(key)
-        except (KeyError, TypeError):
-            value = None
-        return '-' if value is None else value
-
-    def top1(key):
-        value = by_rule[key]['val_top1']
-        return None if value is None else f'{value:.2f}'
-
-    def mem(field_name):
-        return lambda key: _mib((by_rule[key].get('memory') or {}).get(
-            field_name)) if key in by_rule else None
-
-    def seconds(key):
-        return f'{by_rule[key]["seconds"]:.0f} s'
-
-    def ap(column):
-        return lambda key: rows_det[key]['row'][column]
-
-    def ft_seconds(key):
-        return f'{rows_det[key]["train_seconds"]:.0f} s'
-
-    table = [
-        ('pretraining val top-1 (%)', top1),
-        ('peak training memory (process RSS)', mem('peak_rss')),
-        ('activation memory (process RSS)', mem('activation_rss')),
-        ('parameters + buffers (tensors)', mem('params')),
-        ('pretraining time', seconds),
-        ('Mask R-CNN box AP', ap('box AP')),
-        ('Mask R-CNN mask AP', ap('mask AP')),
-        ('fine-tuning time', ft_seconds),
-    ]
-    out = ['| | ' + ' | '.join(RULE_NAMES[n] for n in names) + ' |',
-           '|---' * (len(names) + 1) + '|']
-    for title, get in table:
-        values = [str(cell(n, get)) for n in names]
-        if all(v == '-' for v in values):
-            continue
-        out.append(f'| {title} | ' + ' | '.join(values) + ' |')
-    return '\n'.join(out) + '\n'
-
-
-def plot_summary(pretrained: List[Dict], detected: List[Dict],
-                 path: str) -> None:
-    """Bar charts of the top-1, the memory figures and the AP; a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    panels = []
-    if pretrained:
-        names = [RULE_NAMES[r['rule']] for r in pretrained]
-        panels.append(('val top-1 (%)', names,
-                       [[r['val_top1'] or 0. for r in pretrained]], None))
-        memory = [r.get('memory') or {} for r in pretrained]
-        # two panels: the activations are far smaller than the peak
-        panels.append(('peak training memory (MiB, RSS)', names,
-                       [[m.get('peak_rss', 0.) for m in memory]], None))
-        panels.append(('activation memory (MiB, RSS)', names,
-                       [[m.get('activation_rss', 0.) for m in memory]],
-                       None))
-    if detected:
-        names = [RULE_NAMES[d['start']] for d in detected]
-
-        def value(row, key):
-            try:
-                return float(row[key])
-            except (KeyError, ValueError):
-                return 0.
-
-        panels.append(('Mask R-CNN AP', names,
-                       [[value(d['row'], 'box AP') for d in detected],
-                        [value(d['row'], 'mask AP') for d in detected]],
-                       ['box AP', 'mask AP']))
-    if not panels:
-        return
-    fig = Figure(figsize=(4 * len(panels), 3.6), dpi=110)
-    FigureCanvasAgg(fig)
-    for k, (title, names, series, labels) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), k + 1)
-        width = 0.8 / len(series)
-        for s, values in enumerate(series):
-            xs = [i + (s - (len(series) - 1) / 2) * width
-                  for i in range(len(names))]
-            bars = ax.bar(xs, values, width,
-                          label=labels[s] if labels else None)
-            for bar, v in zip(bars, values):
-                ax.annotate(f'{v:.0f}' if v >= 100 else f'{v:.1f}',
-                            (bar.get_x() + bar.get_width() / 2, v),
-                            textcoords='offset points', xytext=(0, 2),
-                            ha='center', fontsize=7)
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, fontsize=8)
-        ax.set_title(title, fontsize=9)
-        ax.grid(True, axis='y', alpha=0.3)
-        if labels:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-
-
 def summarize(pretrained: List[Dict], detected: List[Dict],
               work_root: str = DEFAULT_WORK_DIR,
               wall_seconds: float = 0.) -> List[str]:
@@ -998,15 +623,8 @@ def summarize(pretrained: List[Dict], detected: List[Dict],
         log(f'{RULE_NAMES[res["rule"]]}: backbone -> {res["backbone"]} '
             f'(mmdet/LocalResNet keys), {res["torchvision"]} (torchvision), '
             f'backbone.json; layer-wise plot -> {res["plot"]}')
-    os.makedirs(work_root, exist_ok=True)
-    table = summary_table(pretrained, detected)
-    lines = summary_lines(pretrained, detected, wall_seconds)
-    md_path = osp.join(work_root, 'summary.md')
-    png_path = osp.join(work_root, 'summary.png')
-    with open(md_path, 'w') as f:
-        f.write('# Demo summary\n\n' + table + '\n' +
-                ''.join(f'- {line}\n' for line in lines))
-    plot_summary(pretrained, detected, png_path)
+    table, lines, md_path, png_path = write_summary(
+        pretrained, detected, work_root, wall_seconds)
     log(f'summary (also in {md_path}, chart {png_path}):')
     print(table, flush=True)
     for line in lines:
@@ -1148,7 +766,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Tuple[List, List]:
     threads = args.threads
     if threads is None and 'OMP_NUM_THREADS' not in os.environ:
         threads = max(1, auto_threads() // parallel)
-    progress = Progress(jobs, parallel, start=begin)
+    progress = Progress(jobs, parallel, start=begin, log=log)
     seconds = run_jobs(jobs, parallel, threads, args.quiet, progress)
     by_name = {job.name: t for job, t in zip(jobs, seconds)}
 

@@ -16,15 +16,22 @@ import os
 import os.path as osp
 import sys
 
-from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from auglocal_det.engine.runner import LocalRunner  # noqa: E402
+from auglocal_det.engine.runner import (  # noqa: E402
+    LocalRunner,
+    trusted_checkpoints,
+)
 from auglocal_det.errors import InputError, InputFileNotFoundError  # noqa: E402
 from auglocal_det.utils.cli import (  # noqa: E402
+    CfgOptionsAction,
     load_config,
     run_with_clean_errors,
+)
+from auglocal_det.utils.config_errors import (  # noqa: E402
+    check_cfg_options,
+    check_config_values,
 )
 from auglocal_det.utils.warning_filters import (  # noqa: E402
     ignore_pkg_resources_deprecation,
@@ -49,8 +56,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value pairs')
+        action=CfgOptionsAction,
+        help='override settings of the config, key=value pairs; keys the '
+        'config does not have are refused')
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='unpickle the checkpoint in full, which runs any code it '
+        'holds; only for a file you vouch for that needs types beyond '
+        'those of this package\'s checkpoints')
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -71,7 +85,10 @@ def main() -> None:
     cfg = load_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
+        check_cfg_options(cfg, args.cfg_options,
+                          cfg.get('default_scope', None))
         cfg.merge_from_dict(args.cfg_options)
+    check_config_values(cfg, training=False)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -91,7 +108,9 @@ def main() -> None:
         runner = RUNNERS.build(cfg)
     else:
         runner = LocalRunner.from_cfg(cfg)
-    metrics = runner.test()
+    with trusted_checkpoints([args.checkpoint]
+                             if args.trust_checkpoint else []):
+        metrics = runner.test()
 
     if args.out_metrics:
         out_dir = osp.dirname(osp.abspath(args.out_metrics))

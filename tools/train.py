@@ -17,7 +17,7 @@ import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import RUNNERS
 
 # Importing the package registers its components before any config is
@@ -25,26 +25,26 @@ from mmengine.registry import RUNNERS
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from auglocal_det.engine.runner import (  # noqa: E402
     LocalRunner,
+    named_resume_checkpoint,
     resolve_resume_checkpoint,
+    trusted_checkpoints,
 )
 from auglocal_det.errors import InputError  # noqa: E402
 from auglocal_det.utils.cli import (  # noqa: E402
+    CfgOptionsAction,
     load_config,
     run_with_clean_errors,
 )
 from auglocal_det.utils.config_errors import (  # noqa: E402
+    check_cfg_options,
+    check_config_values,
     check_switched_types,
     unknown_type_error,
 )
+from auglocal_det.utils.optim_wrapper_types import AMP_WRAPPERS  # noqa: E402
 from auglocal_det.utils.warning_filters import (  # noqa: E402
     ignore_pkg_resources_deprecation,
 )
-
-AMP_WRAPPERS = {
-    'OptimWrapper': 'AmpOptimWrapper',
-    'LocalOptimWrapper': 'AmpLocalOptimWrapper',
-    'LayerwiseLocalOptimWrapper': 'AmpLayerwiseLocalOptimWrapper',
-}
 
 
 def parse_args() -> argparse.Namespace:
@@ -77,13 +77,21 @@ def parse_args() -> argparse.Namespace:
         '--overwrite',
         action='store_true',
         help='start a new run (without --resume) in a work dir that holds '
-        'the checkpoints of an earlier run, removing them first')
+        'the checkpoints of an earlier run, removing them first; the '
+        'export at the end may then replace an earlier export')
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='unpickle the checkpoint named by --resume (or load_from) in '
+        'full, which runs any code it holds; only for a file you vouch '
+        'for that needs types beyond those of this package\'s checkpoints')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=CfgOptionsAction,
         help='override settings of the config, key=value pairs such as '
-        'train_dataloader.batch_size=64; lists as key="[a,b]"')
+        'train_dataloader.batch_size=64; lists as key="[a,b]"; keys the '
+        'config does not have are refused')
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -116,6 +124,9 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
+        # misspelt keys and the file's own variables would change nothing
+        check_cfg_options(cfg, args.cfg_options,
+                          cfg.get('default_scope', None))
         cfg.merge_from_dict(args.cfg_options)
         # a type switched here keeps the other keys of the old dict
         check_switched_types(cfg, args.cfg_options,
@@ -147,6 +158,9 @@ def build_config(args: argparse.Namespace) -> Config:
         if hooks.get('work_dir_lock') is None:
             hooks['work_dir_lock'] = dict(type='WorkDirLockHook')
         hooks['work_dir_lock']['overwrite'] = True
+        for hook in cfg.get('custom_hooks', None) or []:
+            if hook.get('type') == 'ExportBackboneHook':
+                hook['overwrite'] = True
     if args.resume_fallback and args.resume is None:
         raise InputError('--resume-fallback only applies to --resume')
 
@@ -160,21 +174,32 @@ def build_config(args: argparse.Namespace) -> Config:
         # a corrupt, truncated or missing checkpoint: one message naming it
         # and the previous good one (or, with --resume-fallback, use that)
         checked = resolve_resume_checkpoint(cfg.work_dir, args.resume,
-                                            args.resume_fallback)
+                                            args.resume_fallback,
+                                            args.trust_checkpoint)
         if checked is not None:
             cfg.load_from = checked
+    # a schedule that trains nothing, a batch size of 0, lr=nan, ...
+    check_config_values(cfg)
     return cfg
 
 
 def main() -> None:
     args = parse_args()
     cfg = build_config(args)
+    # --trust-checkpoint vouches for the file the user named, never for
+    # one that --resume-fallback picked instead
+    trusted = []
+    if args.trust_checkpoint:
+        trusted.append(
+            named_resume_checkpoint(cfg.work_dir, args.resume)
+            if args.resume is not None else cfg.get('load_from'))
     try:
         if 'runner_type' in cfg:
             runner = RUNNERS.build(cfg)
         else:
             runner = LocalRunner.from_cfg(cfg)
-        runner.train()
+        with trusted_checkpoints(trusted):
+            runner.train()
     except KeyError as exc:  # a type name that is not registered
         error = unknown_type_error(exc, cfg)
         if error is None:

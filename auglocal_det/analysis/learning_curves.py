@@ -14,9 +14,9 @@ import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
-from auglocal_det.engine.hooks.plot_style import new_figure, save_figure
 from auglocal_det.errors import InputError, InputFileNotFoundError
 from auglocal_det.fileio import save_json_atomic
+from auglocal_det.plot_style import new_figure, save_figure
 
 __all__ = [
     'read_train_records', 'output_loss_key', 'read_learning_curve',
@@ -86,7 +86,8 @@ def output_loss_key(records: Sequence[dict]) -> str:
 
 def read_learning_curve(work_dir: str,
                         key: Optional[str] = None,
-                        name: Optional[str] = None) -> dict:
+                        name: Optional[str] = None,
+                        points_per_epoch: int = 1) -> dict:
     """Per-epoch mean of the output loss logged in a work dir.
 
     Args:
@@ -95,11 +96,21 @@ def read_learning_curve(work_dir: str,
             :func:`output_loss_key`.
         name (str, optional): Label of the curve; defaults to the work
             dir's folder name.
+        points_per_epoch (int): Split each epoch's logged iterations into
+            this many consecutive parts of (nearly) equal count and give
+            the mean of each, placed at the middle of its part of the
+            epoch. Defaults to 1 (one mean per epoch, at the epoch's
+            number).
 
     Returns:
-        dict: ``name``, ``work_dir``, ``key``, ``epochs`` and ``loss`` (one
-        mean per epoch, over the logged iterations of that epoch).
+        dict: ``name``, ``work_dir``, ``key``, ``epochs`` (the x values:
+        epoch numbers, or fractional epochs with several points per epoch)
+        and ``loss`` (the means).
     """
+    if isinstance(points_per_epoch, bool) or not isinstance(
+            points_per_epoch, int) or points_per_epoch < 1:
+        raise InputError('--points-per-epoch must be a positive integer, '
+                         f'got {points_per_epoch!r}')
     records = read_train_records(work_dir)
     if not records:
         raise InputError(f'the training log of {work_dir!r} has no logged '
@@ -113,13 +124,26 @@ def read_learning_curve(work_dir: str,
     if not per_epoch:
         raise InputError(f'the training log of {work_dir!r} has no {key!r} '
                          '(choose the loss with --key)')
-    epochs = sorted(per_epoch)
+    xs: List[float] = []
+    means: List[float] = []
+    for epoch in sorted(per_epoch):
+        values = per_epoch[epoch]
+        if points_per_epoch == 1:
+            xs.append(epoch)
+            means.append(sum(values) / len(values))
+            continue
+        parts = min(points_per_epoch, len(values))
+        bounds = [round(k * len(values) / parts) for k in range(parts + 1)]
+        for k in range(parts):
+            part = values[bounds[k]:bounds[k + 1]]
+            xs.append(epoch - 1 + (k + 0.5) / parts)
+            means.append(sum(part) / len(part))
     return dict(
         name=name or osp.basename(osp.normpath(work_dir)),
         work_dir=work_dir,
         key=key,
-        epochs=epochs,
-        loss=[sum(per_epoch[e]) / len(per_epoch[e]) for e in epochs])
+        epochs=xs,
+        loss=means)
 
 
 def plot_learning_curves(curves: Sequence[dict],
@@ -146,7 +170,10 @@ def plot_learning_curves(curves: Sequence[dict],
     ax.set_yscale('log')
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel('epoch')
-    ax.set_ylabel('training loss (mean over the epoch)')
+    per_epoch = all(
+        float(x).is_integer() for curve in curves for x in curve['epochs'])
+    ax.set_ylabel('training loss (mean over the epoch)' if per_epoch else
+                  'training loss (mean over each part of an epoch)')
     ax.grid(True, which='both', alpha=0.3)
     ax.set_title(title)
     ax.legend(loc='best', fontsize=8)
@@ -156,7 +183,8 @@ def plot_learning_curves(curves: Sequence[dict],
 def learning_curves(work_dirs: Sequence[str],
                     out: str,
                     names: Optional[Sequence[str]] = None,
-                    key: Optional[str] = None) -> List[dict]:
+                    key: Optional[str] = None,
+                    points_per_epoch: int = 1) -> List[dict]:
     """Read the work dirs, write ``out`` (PNG) and its numbers (JSON).
 
     Args:
@@ -165,6 +193,8 @@ def learning_curves(work_dirs: Sequence[str],
             ``.json``.
         names (Sequence[str], optional): Labels, one per work dir.
         key (str, optional): Logged loss to plot (default: the output's).
+        points_per_epoch (int): Points of each curve per epoch (see
+            :func:`read_learning_curve`). Defaults to 1.
 
     Returns:
         list[dict]: The curves.
@@ -175,7 +205,8 @@ def learning_curves(work_dirs: Sequence[str],
         raise InputError(f'--names gives {len(names)} labels for '
                          f'{len(work_dirs)} work dirs')
     curves = [
-        read_learning_curve(d, key, names[i] if names else None)
+        read_learning_curve(d, key, names[i] if names else None,
+                            points_per_epoch)
         for i, d in enumerate(work_dirs)
     ]
     plot_learning_curves(curves, out)

@@ -22,10 +22,11 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from auglocal_det.engine.hooks.plot_style import new_figure, save_figure
-from auglocal_det.engine.runner.checkpoint import load_local_checkpoint
+from auglocal_det.engine.runner.checkpoint import (load_local_checkpoint,
+                                                   read_config_text)
 from auglocal_det.errors import InputError, InputFileNotFoundError
 from auglocal_det.fileio import save_json_atomic
+from auglocal_det.plot_style import new_figure, save_figure
 from auglocal_det.registry import DATASETS, MODELS
 
 __all__ = [
@@ -130,6 +131,20 @@ def _find_config(work_dir: str) -> str:
     return configs[0]
 
 
+def _read_dumped_config(path: str) -> Config:
+    """The config ``tools/train.py`` dumped, read as data: the file is text
+    that a run wrote, so none of it is executed."""
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    try:
+        settings = read_config_text(text, strict=True)
+    except (SyntaxError, ValueError) as exc:
+        raise InputError(
+            f'{path} is not a config dumped by tools/train.py (assignments '
+            f'of literals only): {exc}') from exc
+    return Config(settings, filename=path)
+
+
 def _find_checkpoint(work_dir: str) -> str:
     pointer = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(pointer):
@@ -144,7 +159,7 @@ def _find_checkpoint(work_dir: str) -> str:
     if not found:
         raise InputFileNotFoundError(
             f'work dir {work_dir!r} has no checkpoint (last_checkpoint or '
-            'epoch_*.pth); give one with --checkpoint')
+            'epoch_*.pth)')
 
     def epoch(path: str) -> int:
         match = re.search(r'epoch_(\d+)\.pth$', path)
@@ -174,10 +189,15 @@ def build_config_model(cfg: Config, device: str = 'cpu') -> nn.Module:
         return MODELS.build(model_cfg)
 
 
-def load_work_dir_model(work_dir: str,
-                        checkpoint: Optional[str] = None,
-                        device: str = 'cpu') -> Tuple[nn.Module, Config, str]:
+def load_work_dir_model(
+        work_dir: str,
+        checkpoint: Optional[str] = None,
+        device: str = 'cpu',
+        trust_checkpoint: bool = False) -> Tuple[nn.Module, Config, str]:
     """Build the model of a training work dir and load its weights.
+
+    The checkpoint is read with the package's safe loader
+    (:func:`~auglocal_det.engine.runner.checkpoint.load_local_checkpoint`).
 
     Args:
         work_dir (str): Work dir of ``tools/train.py`` (the dumped config,
@@ -185,16 +205,19 @@ def load_work_dir_model(work_dir: str,
         checkpoint (str, optional): Checkpoint to load instead of the
             latest one.
         device (str): Device of the model. Defaults to 'cpu'.
+        trust_checkpoint (bool): Unpickle the checkpoint in full (the user
+            vouched for it). Defaults to False.
 
     Returns:
         tuple: The model (eval mode), its config and the checkpoint path.
     """
     if not osp.isdir(work_dir):
         raise InputFileNotFoundError(f'work dir {work_dir!r} does not exist')
-    cfg = Config.fromfile(_find_config(work_dir))
+    cfg = _read_dumped_config(_find_config(work_dir))
     checkpoint = checkpoint or _find_checkpoint(work_dir)
     model = build_config_model(cfg)
-    state = load_local_checkpoint(checkpoint, map_location='cpu')
+    state = load_local_checkpoint(
+        checkpoint, map_location='cpu', trust=trust_checkpoint)
     state = state.get('state_dict', state) if isinstance(state,
                                                          dict) else state
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -291,7 +314,8 @@ def representation_similarity(local_work_dirs: Sequence[str],
                               names: Optional[Sequence[str]] = None,
                               data_root: Optional[str] = None,
                               batch_size: int = 128,
-                              device: str = 'cpu') -> dict:
+                              device: str = 'cpu',
+                              trust_checkpoint: bool = False) -> dict:
     """Layer-wise linear CKA of local-rule models against a BP model.
 
     The images are the first ``num_images`` of the BP config's validation
@@ -307,6 +331,9 @@ def representation_similarity(local_work_dirs: Sequence[str],
         data_root (str, optional): Overrides the validation data root.
         batch_size (int): Images per forward. Defaults to 128.
         device (str): Device. Defaults to 'cpu'.
+        trust_checkpoint (bool): Unpickle the work dirs' checkpoints in
+            full (the user vouched for them); by default they are read
+            with the package's safe loader. Defaults to False.
 
     Returns:
         dict: The numbers written to the JSON file.
@@ -317,14 +344,15 @@ def representation_similarity(local_work_dirs: Sequence[str],
         raise InputError(f'--names gives {len(names)} labels for '
                          f'{len(local_work_dirs)} work dirs')
     bp_model, bp_cfg, bp_ckpt = load_work_dir_model(bp_work_dir, None,
-                                                    device)
+                                                    device, trust_checkpoint)
     layer_names = [spec.name for spec in bp_model.layer_specs]
     batch = validation_batch(bp_cfg, num_images, data_root)
     bp_grams = _model_grams(bp_model, batch, batch_size)
     del bp_model
     results, sources = {}, {}
     for index, work_dir in enumerate(local_work_dirs):
-        model, _, ckpt = load_work_dir_model(work_dir, None, device)
+        model, _, ckpt = load_work_dir_model(work_dir, None, device,
+                                             trust_checkpoint)
         names_here = [spec.name for spec in model.layer_specs]
         if names_here != layer_names:
             raise InputError(

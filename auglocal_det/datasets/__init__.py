@@ -1,6 +1,6 @@
 from .imagenet import IMG_EXTENSIONS, ImageNet
 from .pipeline_sampler import PipelineSampler
-from .small_images import CIFAR10, STL10, SVHN
+from .small_images import CIFAR10, MNIST, STL10, SVHN, FashionMNIST
 from .transforms import (
     CenterCropTensor,
     LoadImageTensor,
@@ -13,7 +13,8 @@ from .transforms import (
 )
 
 __all__ = [
-    'ImageNet', 'IMG_EXTENSIONS', 'CIFAR10', 'SVHN', 'STL10',
+    'ImageNet', 'IMG_EXTENSIONS', 'CIFAR10', 'SVHN', 'STL10', 'MNIST',
+    'FashionMNIST',
     'PipelineSampler', 'LoadImageTensor', 'decode_image_bytes',
     'RandomResizedCropTensor', 'RandomFlipTensor', 'ResizeEdgeTensor',
     'CenterCropTensor', 'RandomCropTensor', 'PackClsInputs'

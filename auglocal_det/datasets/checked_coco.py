@@ -15,7 +15,12 @@ silently permuted.
 when the annotations are loaded, and ``tools/misc/check_coco.py`` runs it
 from the command line. *Errors* (stop): class names missing from the file
 or in another order, annotations of unknown categories or images, a file
-without images, and more invalid annotations than ``max_invalid_ratio``
+without images, image or annotation ids that appear twice (two files
+merged without renumbering: mmdet keeps one image per id and gives it the
+annotations of both), a file or a class whose every annotation is a crowd
+region (``iscrowd=1``, ignored in training: the box and mask losses are
+0), images without a file in the image folder (when it is given), and
+more invalid annotations than ``max_invalid_ratio``
 (a systematic problem such as boxes written as ``x1, y1, x2, y2``).
 *Invalid annotations* below that ratio (real COCO has a few degenerate
 boxes) are reported as a warning with examples, and dropped as mmdet does.
@@ -216,10 +221,104 @@ def _check_annotation(report: CocoReport, ann: Any,
             f'{where}: {shown[:60]}')
 
 
+def _id_listing(ids: Sequence[Any]) -> str:
+    shown = ', '.join(map(str, ids[:_EXAMPLES * 2]))
+    more = len(ids) - _EXAMPLES * 2
+    return shown + (f', ... ({more} more)' if more > 0 else '')
+
+
+def _check_duplicate_ids(report: CocoReport, data: dict) -> None:
+    """Image and annotation ids that appear more than once."""
+    names: Dict[Any, List[str]] = OrderedDict()
+    for img in data['images']:
+        if isinstance(img, dict):
+            names.setdefault(img.get('id'), []).append(
+                str(img.get('file_name')))
+    twice = [i for i, files in names.items() if len(files) > 1]
+    if twice:
+        first = twice[0]
+        report.errors.append(
+            f'{len(twice)} image ids appear more than once in '
+            f'{report.ann_file!r}: {_id_listing(twice)} (e.g. id {first}: '
+            f'{", ".join(map(repr, names[first][:3]))}). Were two files '
+            'merged without renumbering? mmdet keeps one image per id and '
+            'attaches the annotations of the others to it; give every image '
+            'its own id (and renumber the image_id of its annotations)')
+    counts: Dict[Any, int] = OrderedDict()
+    for ann in data['annotations']:
+        if isinstance(ann, dict):
+            counts[ann.get('id')] = counts.get(ann.get('id'), 0) + 1
+    twice = [i for i, n in counts.items() if n > 1]
+    if twice:
+        report.errors.append(
+            f'{len(twice)} annotation ids appear more than once in '
+            f'{report.ann_file!r}: {_id_listing(twice)} (mmdet stops with '
+            '"Annotation ids ... are not unique"); give every annotation its '
+            'own id')
+
+
+def _check_crowd(report: CocoReport, data: dict,
+                 categories: Dict[int, str],
+                 classes: Optional[Sequence[str]]) -> None:
+    """A file or a class whose every annotation is a crowd region."""
+    usable: Dict[Any, int] = {}
+    crowd: Dict[Any, int] = {}
+    for ann in data['annotations']:
+        if not isinstance(ann, dict) or ann.get('ignore', False):
+            continue
+        target = crowd if ann.get('iscrowd', 0) else usable
+        cat = ann.get('category_id')
+        target[cat] = target.get(cat, 0) + 1
+    if not crowd:
+        return
+    if not usable:
+        report.errors.append(
+            f'every annotation of {report.ann_file!r} is a crowd region '
+            f'(iscrowd=1, {sum(crowd.values())} annotations): mmdet ignores '
+            'crowd regions in training, so the box and mask losses would be '
+            '0. Set iscrowd=0 on the objects (iscrowd=1 marks a region of '
+            'many objects that is not to be learnt)')
+        return
+    wanted = set(classes) if classes is not None else None
+    only_crowd = [
+        f'{categories.get(cat)!r} (category id {cat}, {n} crowd '
+        'annotations)' for cat, n in crowd.items()
+        if cat in categories and not usable.get(cat) and (
+            wanted is None or categories[cat] in wanted)
+    ]
+    if only_crowd:
+        report.errors.append(
+            f'class(es) {", ".join(only_crowd)} of {report.ann_file!r} '
+            'have only crowd annotations (iscrowd=1), which mmdet ignores '
+            'in training, so they would get no training data. Set '
+            'iscrowd=0 on their objects, or leave them out of '
+            f'{_CLASSES_KEY}')
+
+
+def _check_image_files(report: CocoReport, images: Dict[Any, dict],
+                       img_dir: str) -> None:
+    """Images of the file without a file in ``img_dir``."""
+    missing = [(i, img.get('file_name')) for i, img in images.items()
+               if not isinstance(img.get('file_name'), str)
+               or not osp.isfile(osp.join(img_dir, img['file_name']))]
+    if missing:
+        shown = ', '.join(f'id {i} {name!r}'
+                          for i, name in missing[:_EXAMPLES * 2])
+        more = len(missing) - _EXAMPLES * 2
+        report.errors.append(
+            f'{len(missing)} of {len(images)} images listed in '
+            f'{report.ann_file!r} have no file in {img_dir!r}: {shown}'
+            + (f', ... ({more} more)' if more > 0 else '') +
+            ' (training would stop at the first of them). Add the files, '
+            'remove the images from the file, or point data_prefix.img at '
+            'the folder that holds them')
+
+
 def check_coco_annotations(data: dict,
                            classes: Optional[Sequence[str]] = None,
                            ann_file: str = '<annotations>',
-                           max_invalid_ratio: float = 0.01) -> CocoReport:
+                           max_invalid_ratio: float = 0.01,
+                           img_dir: Optional[str] = None) -> CocoReport:
     """Check the raw content of a COCO instance annotation file.
 
     Args:
@@ -231,6 +330,9 @@ def check_coco_annotations(data: dict,
         ann_file (str): File name used in the messages.
         max_invalid_ratio (float): Fraction of invalid annotations above
             which they are an error rather than a warning. Defaults to 0.01.
+        img_dir (str, optional): The folder of the images
+            (``data_root`` + ``data_prefix.img``); each image's file is
+            looked for there. None skips that check. Defaults to None.
 
     Returns:
         CocoReport: The findings.
@@ -253,8 +355,12 @@ def check_coco_annotations(data: dict,
     report.num_annotations = len(data['annotations'])
     if not images:
         report.errors.append(f'{ann_file!r} lists no images')
+    _check_duplicate_ids(report, data)
     for ann in data['annotations']:
         _check_annotation(report, ann, images, categories)
+    _check_crowd(report, data, categories, classes)
+    if img_dir is not None:
+        _check_image_files(report, images, img_dir)
 
     systematic = [
         kind for kind in ('annotations of unknown image ids',

@@ -1,10 +1,14 @@
-"""CIFAR-10, SVHN and STL-10 read from their standard on-disk formats.
+"""CIFAR-10, SVHN, STL-10, MNIST and Fashion-MNIST from their standard
+on-disk formats.
 
-The files are read by torchvision's own dataset classes with
-``download=False``: nothing is fetched at run time. Each data set is held in
-memory as one uint8 array and every sample is handed to the pipeline as a
-uint8 (3, H, W) tensor ``img`` with its ``gt_label``, which is what the
-tensor transforms and :class:`~auglocal_det.datasets.PackClsInputs` take.
+CIFAR-10, SVHN and STL-10 are read by torchvision's own dataset classes
+with ``download=False`` (this module); MNIST and Fashion-MNIST by
+:func:`read_idx`, which takes the IDX files as they are distributed
+(gzip-compressed or extracted; ``idx_images.py``).
+Nothing is fetched at run time. Each data set is held in memory as one
+uint8 array and every sample is handed to the pipeline as a uint8
+(C, H, W) tensor ``img`` with its ``gt_label``, which is what the tensor
+transforms and :class:`~auglocal_det.datasets.PackClsInputs` take.
 
 torchvision checks the MD5 sums of the official files before reading them;
 that check is on with ``verify_md5=True``. By default only the presence of
@@ -12,18 +16,20 @@ the files is checked (the format itself is checked as they are read), so
 subsets or re-packed copies in the same format load too.
 """
 import os.path as osp
-import pickle
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
-import torch
-from mmengine.dataset import BaseDataset
 from torchvision import datasets as tv_datasets
 
-from auglocal_det.errors import InputError, InputFileNotFoundError
 from auglocal_det.registry import DATASETS
 
-__all__ = ['CIFAR10', 'SVHN', 'STL10', 'CIFAR10_CLASSES', 'STL10_CLASSES']
+from .idx_images import FASHION_MNIST_CLASSES, MNIST, FashionMNIST, read_idx
+from .small_image_dataset import _SmallImageDataset
+
+__all__ = [
+    'CIFAR10', 'SVHN', 'STL10', 'MNIST', 'FashionMNIST', 'read_idx',
+    'CIFAR10_CLASSES', 'STL10_CLASSES', 'FASHION_MNIST_CLASSES'
+]
 
 #: CIFAR-10 class names in label order (those of ``batches.meta``).
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog',
@@ -68,136 +74,6 @@ class _STL10Files(tv_datasets.STL10):
 
     def _check_integrity(self) -> bool:
         return True
-
-
-class _SmallImageDataset(BaseDataset):
-    """An in-memory image classification set read by a torchvision class.
-
-    Subclasses say which files a split needs (:meth:`required_files`), how
-    to read them (:meth:`read_split`, returning (N, 3, H, W) uint8 images,
-    (N,) labels and the class names) and how the files are laid out
-    (``LAYOUT``, quoted in the error for a missing file).
-
-    Args:
-        data_root (str): Folder of the data set (see the class docstring).
-        split (str): ``'train'`` or ``'test'``.
-        verify_md5 (bool): Check the MD5 sums of the official files, as
-            torchvision does (for STL-10 this needs every file of the
-            archive, ``unlabeled_X.bin`` included). Defaults to False.
-        **kwargs: Passed to :class:`mmengine.dataset.BaseDataset`
-            (``pipeline``, ``test_mode``, ``indices``, ...).
-    """
-
-    #: How the files are laid out under ``data_root``; set by subclasses.
-    LAYOUT = ''
-    #: The splits this data set reads.
-    SPLITS: Tuple[str, ...] = ('train', 'test')
-
-    def __init__(self,
-                 data_root: str,
-                 split: str = 'train',
-                 verify_md5: bool = False,
-                 **kwargs) -> None:
-        name = type(self).__name__
-        if split not in self.SPLITS:
-            raise InputError(
-                f'{name}: split must be one of {list(self.SPLITS)}, got '
-                f'{split!r} (train_dataloader.dataset.split / '
-                'val_dataloader.dataset.split)')
-        self.split = split
-        self.verify_md5 = verify_md5
-        self._images: Optional[np.ndarray] = None
-        super().__init__(data_root=data_root, ann_file='', **kwargs)
-
-    # ------------------------------------------------------------ subclass
-    def required_files(self) -> List[str]:
-        """Paths (relative to ``data_root``) the split needs."""
-        raise NotImplementedError
-
-    def read_split(self) -> Tuple[np.ndarray, np.ndarray, Sequence[str]]:
-        """Read the split: images (N, 3, H, W) uint8, labels, class names."""
-        raise NotImplementedError
-
-    # -------------------------------------------------------------- loading
-    def load_data_list(self) -> List[dict]:
-        """Check the files, read the split and list its samples.
-
-        Returns:
-            list[dict]: ``dict(img_index=i, gt_label=label)`` per image.
-        """
-        name = type(self).__name__
-        root = self.data_root or '.'
-        missing = [
-            path for path in self.required_files()
-            if not osp.isfile(osp.join(root, path))
-        ]
-        if missing:
-            where = (f'data root {self.data_root!r}' if osp.isdir(root) else
-                     f'data root {self.data_root!r} (absolute: '
-                     f'{osp.abspath(root)!r}) does not exist')
-            raise InputFileNotFoundError(
-                f'{name}: {where}; the {self.split!r} split needs '
-                f'{", ".join(osp.join(root, p) for p in missing)}. '
-                f'{self.LAYOUT} Set the folder with --cfg-options '
-                'train_dataloader.dataset.data_root=PATH '
-                'val_dataloader.dataset.data_root=PATH (the data are never '
-                'downloaded at run time).')
-        try:
-            images, labels, classes = self.read_split()
-        except RuntimeError as exc:  # torchvision: MD5 mismatch
-            raise InputError(
-                f'{name}: the files of the {self.split!r} split under '
-                f'{self.data_root!r} fail torchvision\'s check ({exc}); with '
-                'verify_md5=True they must be the official files') from exc
-        except (OSError, ValueError, EOFError, KeyError, TypeError,
-                pickle.UnpicklingError) as exc:
-            raise InputError(
-                f'{name}: cannot read the {self.split!r} split from '
-                f'{", ".join(self.required_files())} under '
-                f'{self.data_root!r}: {type(exc).__name__}: {exc}. '
-                f'{self.LAYOUT}') from exc
-        images = np.ascontiguousarray(images, dtype=np.uint8)
-        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-        if images.ndim != 4 or images.shape[1] != 3 or \
-                len(images) != len(labels):
-            raise InputError(
-                f'{name}: the {self.split!r} split under {self.data_root!r} '
-                f'holds images of shape {images.shape} and {len(labels)} '
-                'labels; expected (N, 3, H, W) images and N labels')
-        if len(labels) == 0:
-            raise InputError(f'{name}: the {self.split!r} split under '
-                             f'{self.data_root!r} holds no images')
-        bad = labels[(labels < 0) | (labels >= len(classes))]
-        if bad.size:
-            raise InputError(
-                f'{name}: the {self.split!r} split under {self.data_root!r} '
-                f'has label {int(bad[0])}, outside 0..{len(classes) - 1}')
-        self._images = images
-        self._metainfo['classes'] = tuple(classes)
-        return [
-            dict(img_index=i, gt_label=int(label))
-            for i, label in enumerate(labels)
-        ]
-
-    def get_data_info(self, idx: int) -> dict:
-        """The sample's annotation plus its image as ``img`` (uint8 CHW).
-        """
-        info = super().get_data_info(idx)
-        img = torch.from_numpy(self._images[info['img_index']]).clone()
-        info['img'] = img
-        info['ori_shape'] = info['img_shape'] = tuple(img.shape[-2:])
-        return info
-
-    def get_cat_ids(self, idx: int) -> List[int]:
-        """Label of an image, as a one-element list (for samplers)."""
-        return [int(super().get_data_info(idx)['gt_label'])]
-
-    def __repr__(self) -> str:
-        lines = [f'split: {self.split}', f'data_root: {self.data_root}']
-        if self._fully_initialized:
-            lines.append(f'number of samples: {len(self)}')
-        return '\n'.join([f'Dataset {type(self).__name__}'] +
-                         ['    ' + ln for ln in lines])
 
 
 @DATASETS.register_module()

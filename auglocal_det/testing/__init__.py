@@ -2,6 +2,8 @@
 from .small_image_files import (
     make_class_images,
     write_cifar10,
+    write_fashion_mnist,
+    write_idx,
     write_small_image_set,
     write_stl10,
     write_svhn,
@@ -17,5 +19,6 @@ from .synthetic_shapes import (
 __all__ = [
     'IMAGENET_SHAPE_CLASSES', 'COCO_SHAPE_CLASSES', 'generate_imagenet_shapes',
     'generate_coco_shapes', 'ensure_synthetic', 'make_class_images',
-    'write_cifar10', 'write_svhn', 'write_stl10', 'write_small_image_set'
+    'write_cifar10', 'write_svhn', 'write_stl10', 'write_idx',
+    'write_fashion_mnist', 'write_small_image_set'
 ]

@@ -1,23 +1,28 @@
-"""Write tiny CIFAR-10, SVHN and STL-10 sets in their exact on-disk formats.
+"""Write tiny CIFAR-10, SVHN, STL-10, MNIST and Fashion-MNIST sets in their
+exact on-disk formats.
 
 For tests and demos: the files have the names, containers and byte layouts
 of the official downloads (pickled CIFAR batches, SVHN's MATLAB files,
-STL-10's raw binaries), so the readers of
+STL-10's raw binaries, the MNIST family's IDX files), so the readers of
 :mod:`auglocal_det.datasets.small_images` (torchvision's) parse them as
 they would parse the real data. The images are seeded oriented gratings
 (:func:`make_class_images`): a convolutional network learns them, a colour
 histogram does not.
 """
+import gzip
 import os
 import os.path as osp
 import pickle
+import struct
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
+from auglocal_det.datasets.small_images import CIFAR10_CLASSES, STL10_CLASSES
+
 __all__ = [
     'make_class_images', 'write_cifar10', 'write_svhn', 'write_stl10',
-    'write_small_image_set'
+    'write_idx', 'write_fashion_mnist', 'write_small_image_set'
 ]
 
 _SPLIT_SEEDS = {'train': 0, 'test': 1}
@@ -90,7 +95,6 @@ def write_cifar10(root: str,
         dict: ``{'train': (images, labels), 'test': (images, labels)}``,
         the arrays written (images (N, 3, 32, 32)).
     """
-    from auglocal_det.datasets.small_images import CIFAR10_CLASSES
     folder = osp.join(root, 'cifar-10-batches-py')
     os.makedirs(folder, exist_ok=True)
     written = {}
@@ -175,7 +179,6 @@ def write_stl10(root: str,
     Returns:
         dict: The arrays written, images (N, 3, 96, 96) and labels 0..9.
     """
-    from auglocal_det.datasets.small_images import STL10_CLASSES
     folder = osp.join(root, 'stl10_binary')
     os.makedirs(folder, exist_ok=True)
     written = {}
@@ -191,14 +194,71 @@ def write_stl10(root: str,
     return written
 
 
+def write_idx(path: str, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file, gzip-compressed if ``path``
+    ends in ``.gz``.
+
+    The header is two zero bytes, the type code 0x08 (unsigned byte), the
+    number of dimensions and each dimension as a big-endian 32-bit
+    integer; the bytes follow in row-major order.
+    """
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(
+        f'>{array.ndim}I', *array.shape)
+    opener = gzip.open if path.endswith('.gz') else open
+    with opener(path, 'wb') as f:
+        f.write(header + array.tobytes())
+
+
+def write_fashion_mnist(root: str,
+                        num_train: int = 50,
+                        num_test: int = 20,
+                        seed: int = 0,
+                        compressed: bool = True) -> Dict[str, tuple]:
+    """Write the four IDX files of Fashion-MNIST (or MNIST) into ``root``.
+
+    ``{train,t10k}-images-idx3-ubyte`` hold (N, 28, 28) grey images and
+    ``{train,t10k}-labels-idx1-ubyte`` the (N,) labels 0..9, with ``.gz``
+    appended when ``compressed`` (the form in which they are distributed).
+    The images are the first channel of :func:`make_class_images`.
+
+    Args:
+        root (str): Data root to create.
+        num_train (int): Training images. Defaults to 50.
+        num_test (int): Test images. Defaults to 20.
+        seed (int): Seed of the images. Defaults to 0.
+        compressed (bool): Write ``.gz`` files. Defaults to True.
+
+    Returns:
+        dict: The arrays written, images (N, 1, 28, 28) and labels 0..9.
+    """
+    os.makedirs(root, exist_ok=True)
+    suffix = '.gz' if compressed else ''
+    written = {}
+    for split, prefix, num in (('train', 'train', num_train),
+                               ('test', 't10k', num_test)):
+        images, labels = _split_images(num, 28, split, seed)
+        images = images[:, :1]
+        written[split] = (images, labels)
+        write_idx(
+            osp.join(root, f'{prefix}-images-idx3-ubyte{suffix}'),
+            images[:, 0])
+        write_idx(
+            osp.join(root, f'{prefix}-labels-idx1-ubyte{suffix}'),
+            labels.astype(np.uint8))
+    return written
+
+
 _WRITERS = {'CIFAR10': write_cifar10, 'SVHN': write_svhn,
-            'STL10': write_stl10}
+            'STL10': write_stl10, 'FashionMNIST': write_fashion_mnist,
+            'MNIST': write_fashion_mnist}
 
 
 def write_small_image_set(dataset_type: str, root: str, num_train: int,
                           num_test: int, seed: int = 0) -> Dict[str, tuple]:
     """Write a tiny set for a dataset type name (``'CIFAR10'``, ``'SVHN'``,
-    ``'STL10'``), e.g. the ``type`` of a config's dataset.
+    ``'STL10'``, ``'FashionMNIST'``, ``'MNIST'``), e.g. the ``type`` of a
+    config's dataset.
 
     Returns:
         dict: The arrays written (see the writers).

@@ -1,17 +1,15 @@
 """Measure what a training rule costs: memory, time and FLOPs.
 
 The library side of ``tools/analysis_tools/benchmark.py``. A *rule* is a
-config file (its ``model`` and ``optim_wrapper``), written as a path or as a
-shorthand for one of the ImageNet ResNet-34 configs (``bp``,
-``auglocal-d<d>[-pyr]``, ``dgl``, ``infopro``, ``predsim``, ``mlaan``),
-optionally followed by ``+OPTION``s that override its memory options.
+config file, or a shorthand for one, with memory options
+(:mod:`.benchmark_rules`).
 :func:`measure_rule` trains the rule's classifier on a fixed synthetic batch
 through its real ``train_step`` and optimizer wrapper and measures, after
 the warm-up (the steady state: optimizer state alive):
 
 - the process's peak resident set over one iteration (``VmHWM`` after a
   reset, CPU only), meaningful in a fresh process started with
-  :data:`~auglocal_det.utils.memory.RSS_ENV`, one per rule;
+  :data:`~auglocal_det.process_memory.RSS_ENV`, one per rule;
 - the peak of live tensor bytes of one iteration
   (:class:`~auglocal_det.utils.memory.LiveTensorTracker`), with what is
   alive at that moment; on the ``meta`` device this is a dry run that
@@ -22,216 +20,36 @@ the warm-up (the steady state: optimizer state alive):
 """
 import copy
 import gc
-import os.path as osp
-import re
 import statistics
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
-from mmengine.config import Config
 
-from auglocal_det.errors import InputError, InputFileNotFoundError
-from auglocal_det.registry import MODELS
-from auglocal_det.structures import ClsDataSample
-
-from .flops import count_forward_flops, count_train_step_flops
-from .memory import (
-    LiveTensorTracker,
+from auglocal_det.engine.profiling import make_batch
+from auglocal_det.errors import InputError
+from auglocal_det.process_memory import (
     peak_rss_bytes,
     reset_peak_rss,
     rss_bytes,
 )
+from auglocal_det.registry import MODELS
+
+from .benchmark_rules import (
+    OPTIONS,
+    RULE_CONFIGS,
+    RuleSpec,
+    parse_rule,
+    rule_configs,
+)
+from .flops import count_forward_flops, count_train_step_flops
+from .memory import LiveTensorTracker
+from .optim_wrapper_types import AMP_WRAPPERS
 
 __all__ = [
     'RULE_CONFIGS', 'OPTIONS', 'RuleRun', 'RuleSpec', 'parse_rule',
     'rule_configs', 'make_batch', 'measure_rule', 'add_ratios'
 ]
-
-#: Config file (under ``configs/``) of each rule shorthand.
-RULE_CONFIGS = dict(
-    bp='bp_r34_imagenet.py',
-    auglocal='auglocal_r34_imagenet.py',
-    dgl='dgl_r34_imagenet.py',
-    infopro='infopro_r34_imagenet.py',
-    predsim='predsim_r34_imagenet.py',
-    mlaan='mlaan_r34_imagenet.py')
-#: Memory options a rule may add, applied in this order.
-OPTIONS = dict(
-    plain='every memory option of the config off: plain stem, no '
-    'checkpointing, one optimizer step per iteration',
-    lean='memory-lean stem (model.backbone.stem_chunk_size=16)',
-    cp='gradient checkpointing in the backbone blocks and AugLocal\'s '
-    'auxiliary blocks',
-    lw='LayerwiseLocalOptimWrapper: each local module stepped right after '
-    'its backward')
-_AUGLOCAL = re.compile(r'^auglocal-d(\d+)(-pyr)?$')
-
-
-@dataclass
-class RuleSpec:
-    """A parsed rule.
-
-    Attributes:
-        name (str): The rule as written.
-        config (str): Its config file.
-        base (str): The shorthand (``'bp'``, ``'auglocal'``, ...) or
-            ``'config'`` for a path.
-        overrides (dict): ``--cfg-options``-style overrides of the
-            shorthand (AugLocal's depth and pyramid).
-        options (tuple[str]): Memory options, see :data:`OPTIONS`.
-    """
-    name: str
-    config: str
-    base: str
-    overrides: Dict[str, Any] = field(default_factory=dict)
-    options: Tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def is_reference(self) -> bool:
-        """bool: Plain BP, the reference of the ratios."""
-        return self.base == 'bp' and not self.options
-
-
-def parse_rule(name: str, config_dir: str, tau: float = 0.5) -> RuleSpec:
-    """Parse ``BASE[+OPTION...]``.
-
-    Args:
-        name (str): E.g. ``'auglocal-d4-pyr+plain'`` or
-            ``'configs/mlaan_r34_imagenet.py+lw'``.
-        config_dir (str): Folder of the shorthands' configs.
-        tau (float): Pyramid coefficient of ``-pyr`` rules. Defaults to
-            0.5.
-
-    Returns:
-        RuleSpec: The parsed rule.
-
-    Raises:
-        InputError: For an unknown base or option.
-        InputFileNotFoundError: For a config file that does not exist.
-    """
-    base, *options = name.split('+')
-    for option in options:
-        if option not in OPTIONS:
-            raise InputError(f'--rules: unknown option {option!r} in rule '
-                             f'{name!r}; options are {list(OPTIONS)}')
-    options = tuple(o for o in OPTIONS if o in options)
-    overrides: Dict[str, Any] = {}
-    match = _AUGLOCAL.match(base)
-    if match:
-        overrides = {
-            'model.aux_head.depth': int(match.group(1)),
-            'model.aux_head.pyramid': bool(match.group(2)),
-            'model.aux_head.tau': tau
-        }
-        kind = 'auglocal'
-    elif base in RULE_CONFIGS and base != 'auglocal':
-        kind = base
-    elif base.endswith('.py'):
-        if not osp.isfile(base):
-            raise InputFileNotFoundError(
-                f'--rules: config {base!r} of rule {name!r} not found')
-        return RuleSpec(name, base, 'config', options=options)
-    else:
-        raise InputError(
-            f'--rules: unknown rule {name!r}; expected one of '
-            f"{[k for k in RULE_CONFIGS if k != 'auglocal']}, "
-            "'auglocal-d<d>', 'auglocal-d<d>-pyr' or a config file, "
-            f'optionally followed by +OPTION ({", ".join(OPTIONS)})')
-    return RuleSpec(name, osp.join(config_dir, RULE_CONFIGS[kind]), kind,
-                    overrides, options)
-
-
-def _apply_options(model: dict, wrapper: dict,
-                   options: Sequence[str]) -> None:
-    backbone = model['backbone']
-    aux_head = model.get('aux_head')
-    augl = isinstance(aux_head, dict) and \
-        aux_head.get('type') == 'AugLocalAuxHead'
-    for option in options:
-        if option in ('plain', 'cp'):
-            # every block, every head (the config may select some)
-            backbone.pop('cp_stages', None)
-            if augl:
-                aux_head.pop('cp_max_downsample', None)
-        if option == 'plain':
-            backbone['stem_chunk_size'] = None
-            backbone['with_cp'] = False
-            if augl:
-                aux_head['with_cp'] = False
-            wrapper['type'] = wrapper['type'].replace('Layerwise', '')
-        elif option == 'lean':
-            backbone['stem_chunk_size'] = 16
-        elif option == 'cp':
-            backbone['with_cp'] = True
-            if augl:
-                aux_head['with_cp'] = True
-        elif option == 'lw' and 'Layerwise' not in wrapper['type']:
-            wrapper['type'] = wrapper['type'].replace(
-                'LocalOptimWrapper', 'LayerwiseLocalOptimWrapper')
-
-
-def rule_configs(spec: RuleSpec,
-                 image_size: int,
-                 num_classes: int = 1000,
-                 amp: bool = False,
-                 cfg_options: Optional[dict] = None) -> Tuple[dict, dict]:
-    """The ``model`` and ``optim_wrapper`` configs of a rule.
-
-    Args:
-        spec (RuleSpec): The rule.
-        image_size (int): Crop size, set as the model's ``image_size``.
-        num_classes (int): Number of classes. Defaults to 1000.
-        amp (bool): Use the AMP variant of the wrapper (bfloat16).
-            Defaults to False.
-        cfg_options (dict, optional): Overrides of every rule's config,
-            applied last. Defaults to None.
-
-    Returns:
-        tuple[dict, dict]: The two configs.
-    """
-    cfg = Config.fromfile(spec.config)
-    if spec.overrides:
-        cfg.merge_from_dict(spec.overrides)
-    for key in ('model', 'optim_wrapper'):
-        if key not in cfg:
-            raise InputError(f'--rules: config {spec.config!r} of rule '
-                             f'{spec.name!r} has no {key!r}')
-    model = copy.deepcopy(cfg.model.to_dict())
-    wrapper = copy.deepcopy(cfg.optim_wrapper.to_dict())
-    wrapper.setdefault('type', 'OptimWrapper')
-    model['num_classes'] = num_classes
-    model['image_size'] = image_size
-    _apply_options(model, wrapper, spec.options)
-    if amp:
-        if not wrapper['type'].startswith('Amp'):
-            wrapper['type'] = 'Amp' + wrapper['type']
-        wrapper['dtype'] = 'bfloat16'
-    if cfg_options:
-        merged = Config(dict(model=model, optim_wrapper=wrapper))
-        merged.merge_from_dict(cfg_options)
-        model = merged.model.to_dict()
-        wrapper = merged.optim_wrapper.to_dict()
-    return model, wrapper
-
-
-def make_batch(batch_size: int, image_size: int, num_classes: int,
-               seed: int = 0) -> dict:
-    """A fixed synthetic batch: random uint8 RGB images and labels."""
-    gen = torch.Generator().manual_seed(seed)
-    return dict(
-        inputs=[
-            torch.randint(
-                0, 256, (3, image_size, image_size),
-                dtype=torch.uint8,
-                generator=gen) for _ in range(batch_size)
-        ],
-        data_samples=[
-            ClsDataSample().set_gt_label(
-                int(torch.randint(0, num_classes, (1, ), generator=gen)))
-            for _ in range(batch_size)
-        ])
 
 
 def _sync(device: torch.device) -> None:
@@ -258,7 +76,7 @@ def _timing(times: List[float], batch_size: int) -> Dict[str, Any]:
 
 def _build_optim_wrapper(cfg: dict, model: torch.nn.Module) -> Any:
     from mmengine.optim import build_optim_wrapper
-    if cfg['type'].startswith('Amp') and not torch.cuda.is_available():
+    if cfg['type'] in AMP_WRAPPERS.values() and not torch.cuda.is_available():
         raise InputError('--amp needs a CUDA device (MMEngine\'s AMP '
                          'optimizer wrappers refuse to build without one)')
     return build_optim_wrapper(model, copy.deepcopy(cfg))
@@ -333,9 +151,12 @@ class RuleRun:
         model.train()
         wrapper = _build_optim_wrapper(wrapper_cfg, model)
         build_time = time.perf_counter() - start
-        data = make_batch(batch_size, image_size, num_classes, seed)
+        channels = model.backbone.local_layer_specs()[0].in_channels
+        data = make_batch(batch_size, image_size, num_classes, seed,
+                          channels)
         warmup_data = data if warmup_batch_size in (None, batch_size) else \
-            make_batch(warmup_batch_size, image_size, num_classes, seed)
+            make_batch(warmup_batch_size, image_size, num_classes, seed,
+                       channels)
 
         params = dict(
             backbone=sum(p.numel() for p in model.backbone.parameters()),
@@ -343,15 +164,7 @@ class RuleRun:
             aux=sum(p.numel() for p in model.aux_heads.parameters()))
         params['network'] = params['backbone'] + params['head']
         params['total'] = params['network'] + params['aux']
-        try:
-            forward = count_forward_flops(model, image_size).to_dict()
-        except Exception as exc:  # noqa: BLE001
-            # an operator without a meta kernel, or heads that do not
-            # follow the ``loss(feat, batch)`` interface module by module
-            # (MLAAN's cascades): the training-step count below applies
-            forward = dict(error=f'{type(exc).__name__}: '
-                           f'{str(exc).splitlines()[0] if str(exc) else ""}')
-
+        forward = count_forward_flops(model, image_size).to_dict()
         step_flops = count_train_step_flops(model, warmup_data, wrapper)
         for _ in range(warmup - 1):
             model.train_step(warmup_data, wrapper)
@@ -373,7 +186,7 @@ class RuleRun:
             # not what the compute device holds, unless the compute device
             # is the host's own memory (host='cpu' on the CPU; files are
             # mapped but not resident)
-            offload = getattr(model, 'aux_head_offload', None)
+            offload = model.aux_head_offload
             elsewhere = offload is not None and (
                 offload.in_files or device.type != offload.host.type)
             tracker = LiveTensorTracker(

@@ -19,11 +19,12 @@ whole training iteration instead (forward, backward and optimizer step,
 where the backward of a convolution costs about twice its forward).
 """
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from auglocal_det.engine.profiling import count_flops, module_profile
 
 __all__ = [
     'FlopsReport', 'count_flops', 'count_forward_flops',
@@ -93,47 +94,6 @@ class FlopsReport:
             total_macs=self.total_macs)
 
 
-def count_flops(fn, *args, **kwargs) -> Tuple[float, Any]:
-    """FLOPs of one call of ``fn(*args, **kwargs)``.
-
-    Args:
-        fn (callable): Function or module to run.
-        *args: Its positional arguments.
-        **kwargs: Its keyword arguments.
-
-    Returns:
-        tuple[float, Any]: The FLOPs counted and what ``fn`` returned.
-    """
-    with FlopCounterMode(display=False) as counter:
-        out = fn(*args, **kwargs)
-    return float(counter.get_total_flops()), out
-
-
-def _image_hw(image_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    height, width = image_size
-    return int(height), int(width)
-
-
-class _Counted:
-    """Iterate over a generator, counting the FLOPs of each ``next()``."""
-
-    def __init__(self, iterable) -> None:
-        self.iterator = iter(iterable)
-        self.flops: List[float] = []
-
-    def __iter__(self):
-        while True:
-            with FlopCounterMode(display=False) as counter:
-                item = next(self.iterator, None)
-            if item is None:
-                return
-            self.flops.append(float(counter.get_total_flops()))
-            yield item
-
-
-@torch.no_grad()
 def count_forward_flops(model: nn.Module,
                         image_size: Union[int, Sequence[int], None] = None,
                         batch_size: int = 1,
@@ -141,11 +101,12 @@ def count_forward_flops(model: nn.Module,
                         ) -> FlopsReport:
     """Forward FLOPs per image of a :class:`LocalImageClassifier`.
 
-    Counts, in eval mode (the training mode is restored afterwards; the
-    count does not depend on it) on a random batch, each output of the
-    model's module loop (``forward_modules``: the backbone) and each of its
-    local steps (``local_steps``: the module forward and everything its
-    loss computes). A step's cost beyond the backbone modules it ran is
+    Counts with :func:`~auglocal_det.engine.profiling.module_profile`, in
+    eval mode (every module keeps its mode; the count does not depend on
+    it) on a synthetic batch, each output of the model's module loop
+    (``forward_modules``: the backbone) and each of its local steps
+    (``local_steps``: the module forward and everything its loss
+    computes). A step's cost beyond the backbone modules it ran is
     its auxiliary network's; for the last step, beyond the network's own
     classifier, it is the rule's extra training-time computation (MLAAN's
     cascade through the classifier), reported as one more auxiliary entry
@@ -166,44 +127,20 @@ def count_forward_flops(model: nn.Module,
         FlopsReport: The FLOPs per image. ``aux[j]`` is the auxiliary
         network of module j (0 for a module without a loss of its own).
     """
-    # imported here: the models import mmengine, flop counting does not
-    from auglocal_det.models.aux_heads import AuxBatch
-
-    if image_size is None:
-        image_size = model.image_size
-    height, width = _image_hw(image_size)
-    param = next(model.parameters())
-    if device is None:
-        device = param.device
-    inputs = torch.randn(
-        batch_size, 3, height, width, device=device, dtype=param.dtype)
-    batch = AuxBatch(
-        labels=torch.zeros(batch_size, dtype=torch.long, device=device),
-        images=model.unnormalize(inputs))
-    training = model.training
-    model.eval()
-    try:
-        modules = _Counted(model.forward_modules(inputs))
-        feats = list(modules)
-        head, _ = count_flops(model.head, feats[-1])
-        steps = _Counted(model.local_steps(inputs, batch))
-        indices = [step.index for step in steps]
-    finally:
-        model.train(training)
+    profile = module_profile(model, image_size, batch_size, device)
+    modules, head = profile['module_flops'], profile['head_flops']
     report = FlopsReport(
-        backbone=sum(modules.flops), head=head, aux=[0.] * model.num_aux)
+        backbone=sum(modules), head=head, aux=[0.] * model.num_aux)
     previous = -1
-    for index, flops in zip(indices, steps.flops):
+    for index, flops in zip(profile['step_indices'],
+                            profile['step_flops']):
         # the step ran the forward of modules previous + 1 .. index
-        extra = flops - sum(modules.flops[previous + 1:index + 1])
+        extra = flops - sum(modules[previous + 1:index + 1])
         if index < model.num_aux:
             report.aux[index] = extra
         elif extra - head > 0:
             report.aux.append(extra - head)
         previous = index
-    report.backbone /= batch_size
-    report.head /= batch_size
-    report.aux = [flops / batch_size for flops in report.aux]
     return report
 
 

@@ -1,21 +1,19 @@
-"""Peak memory of a region of code: live tensors on any device, and the
-process's resident set.
+"""Peak memory of a region of code, counted from its live tensors.
 
 On CUDA, ``torch.cuda.max_memory_allocated`` answers "how much memory did
 this training step need". On CPU there is no such counter, so
-:class:`LiveTensorTracker` counts it from the tensors themselves: a
+:class:`LiveTensorTracker` counts it from the tensors themselves. A
 :class:`~torch.utils._python_dispatch.TorchDispatchMode` sees the outputs of
-every operator (forward, autograd's backward and the optimizer step alike)
-and records each new tensor storage once, with its size; a weak-reference
+every operator: forward, autograd's backward and the optimizer step alike.
+It records each new tensor storage once, with its size. A weak-reference
 finalizer on the storage subtracts it again when the last tensor using it
 dies. Views and in-place results share a storage and are not counted again.
 Storages are told apart by their C++ storage object, so the same count runs
 on PyTorch's ``meta`` device, where operators only produce tensors of the
-right shape: a ResNet-34 step at batch 128 and 224 x 224 is counted in
-seconds on any machine, and on a CPU the meta count equals the real one.
-Tensors the autograd graph saves for backward are alive as long as the
-graph holds them, which is exactly what distinguishes local learning from
-back-propagation.
+right shape. A large step is thus counted without computing it, and on a
+CPU the meta count equals the real one. Tensors the autograd graph saves
+for backward are alive as long as the graph holds them, which is what
+distinguishes local learning from back-propagation.
 
 Storages are sorted into four kinds:
 
@@ -40,9 +38,8 @@ pass, the last module whose forward ran).
 The counts are logical storage sizes: allocator caching, fragmentation and
 memory held outside tensors (for instance by the autograd engine's own
 bookkeeping or by oneDNN scratch buffers) are not included, and the same
-method applies to every training rule. :func:`reset_peak_rss` and
-:func:`peak_rss_bytes` measure the other side, the process's peak resident
-set on Linux.
+method applies to every training rule. :mod:`auglocal_det.process_memory`
+measures the other side, the process's peak resident set on Linux.
 """
 import math
 import weakref
@@ -56,10 +53,7 @@ from torch.optim import Optimizer
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = [
-    'LiveTensorTracker', 'MemoryReport', 'RSS_ENV', 'format_bytes',
-    'peak_rss_bytes', 'reset_peak_rss', 'rss_bytes'
-]
+__all__ = ['LiveTensorTracker', 'MemoryReport', 'format_bytes']
 
 KINDS = ('param', 'grad', 'optim', 'other')
 
@@ -459,47 +453,3 @@ class LiveTensorTracker(TorchDispatchMode):
                 record.finalizer = None
         self._records.clear()
         self._history.clear()
-
-
-# ----------------------------------------------------------- resident set
-def reset_peak_rss() -> None:
-    """Reset the process's peak resident set (``VmHWM``) to its current
-    size (Linux: ``echo 5 > /proc/self/clear_refs``).
-
-    For memory freed by the allocator to leave the resident set, glibc's
-    malloc must hand large blocks back to the system: start the process
-    with ``MALLOC_MMAP_THRESHOLD_=65536``.
-
-    Raises:
-        OSError: Where ``/proc/self/clear_refs`` cannot be written (not
-            Linux).
-    """
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
-
-
-def _proc_status_bytes(field_name: str) -> int:
-    # the one reader of /proc/self/status, also TrainingMemoryHook's
-    from auglocal_det.engine.hooks.training_memory_hook import (
-        read_proc_status,
-    )
-    value = read_proc_status((field_name, )).get(field_name)
-    if value is None:
-        raise OSError(f'{field_name} not found in /proc/self/status')
-    return value
-
-
-def peak_rss_bytes() -> int:
-    """int: Peak resident set of the process since the start or the last
-    :func:`reset_peak_rss` (``VmHWM``), in bytes."""
-    return _proc_status_bytes('VmHWM')
-
-
-def rss_bytes() -> int:
-    """int: Current resident set of the process (``VmRSS``), in bytes."""
-    return _proc_status_bytes('VmRSS')
-
-
-#: Environment of a process whose resident set follows its live tensors
-#: (glibc returns blocks of 64 KiB and more to the system when freed).
-RSS_ENV = dict(MALLOC_MMAP_THRESHOLD_='65536')

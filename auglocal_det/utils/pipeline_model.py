@@ -1,15 +1,14 @@
 """The pipeline scaling model (``tools/analysis_tools/pipeline_benchmark.py``).
 
-The stage costs and the balancing it builds on are
-:mod:`auglocal_det.engine.model_wrappers.pipeline_balance`.
+It builds on the per-module FLOPs of
+:func:`auglocal_det.engine.profiling.module_profile` and on the pipeline's
+own balancing, :func:`auglocal_det.engine.model_wrappers.balance_stages`.
 """
 import itertools
 from typing import Any, Dict, Optional, Sequence
 
-from auglocal_det.engine.model_wrappers.pipeline_balance import (
-    balance_stages,
-    module_profile,
-)
+from auglocal_det.engine.model_wrappers import balance_stages
+from auglocal_det.engine.profiling import module_profile
 
 __all__ = ['balance_stages', 'module_profile', 'predict_scaling']
 

@@ -8,6 +8,7 @@
 _base_ = [
     '../_base_/models/local_cifar_resnet32.py',
     '../_base_/datasets/stl10_bs128.py',
+    # the official lr schedule, once per epoch (per iteration: *_smooth.py)
     '../_base_/schedules/stl10_bs128_sgd_cos_400e.py',
     '../_base_/small_image_runtime.py',
 ]

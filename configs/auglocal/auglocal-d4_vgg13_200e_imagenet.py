@@ -8,6 +8,7 @@
 _base_ = [
     '../_base_/models/local_vgg13.py',
     '../_base_/datasets/imagenet_bs128.py',
+    # the official lr schedule, once per epoch (per iteration: *_smooth.py)
     '../_base_/schedules/imagenet_bs1024_sgd_cos_200e.py',
     '../_base_/default_runtime.py',
 ]

@@ -10,6 +10,7 @@
 _base_ = [
     '../_base_/models/local_vgg19_cifar.py',
     '../_base_/datasets/cifar10_bs1024.py',
+    # the official lr schedule, once per epoch (per iteration: *_smooth.py)
     '../_base_/schedules/cifar_bs1024_sgd_cos_400e.py',
     '../_base_/small_image_runtime.py',
 ]
@@ -20,7 +21,11 @@ model = dict(
         depth=6,
         pyramid=True,
         tau=0.5,
-        bn1d_if_shallow=True),
+        bn1d_if_shallow=True,
+        # PyTorch's default initialisation (no init_cfg), as the official
+        # VGG code leaves its auxiliary networks (built after its
+        # initialisation loop)
+        init_cfg=[]),
     # K' = L - d = 10 local modules: auxiliary heads on layers
     # 0..8, the last d + 1 = 7 layers trained end to end with the
     # output layer

@@ -6,6 +6,7 @@
 _base_ = [
     '../_base_/models/local_vgg19_cifar.py',
     '../_base_/datasets/cifar10_bs1024.py',
+    # the official lr schedule, once per epoch (per iteration: *_smooth.py)
     '../_base_/schedules/cifar_bs1024_sgd_cos_400e.py',
     '../_base_/small_image_runtime.py',
 ]

@@ -8,6 +8,7 @@
 _base_ = [
     '../_base_/models/local_cifar_resnet110.py',
     '../_base_/datasets/svhn_bs1024.py',
+    # the official lr schedule, once per epoch (per iteration: *_smooth.py)
     '../_base_/schedules/cifar_bs1024_sgd_cos_400e.py',
     '../_base_/small_image_runtime.py',
 ]

@@ -11,4 +11,8 @@ model = dict(
         type='DGLAuxHead',
         num_convs=3,
         num_hidden_fc=2,
-        hidden_fc_bias=False))
+        hidden_fc_bias=False,
+        # PyTorch's default initialisation (no init_cfg), as the official
+        # VGG code leaves its auxiliary networks (built after its
+        # initialisation loop)
+        init_cfg=[]))

@@ -82,6 +82,24 @@ def test_learning_curve_from_log(tmp_path):
         read_learning_curve(str(tmp_path / '20240101_000000'))
 
 
+def test_learning_curve_points_per_epoch(tmp_path):
+    records = [
+        dict(loss=1.0, loss_cls=float(v), epoch=1 + i // 5, iter=i + 1)
+        for i, v in enumerate([8, 6, 4, 2, 2, 1, 1, 1, 3, 3])
+    ]
+    _write_log(tmp_path / '20240101_000000/vis_data/scalars.json', records)
+    curve = read_learning_curve(str(tmp_path), points_per_epoch=2)
+    # 5 logged iterations an epoch: parts of 2 and 3 (rounded bounds)
+    assert curve['epochs'] == [0.25, 0.75, 1.25, 1.75]
+    assert curve['loss'] == [7.0, 8 / 3, 1.0, 7 / 3]
+    # more parts than logged iterations: one point per iteration
+    assert len(read_learning_curve(
+        str(tmp_path), points_per_epoch=9)['loss']) == 10
+    assert read_learning_curve(str(tmp_path))['loss'] == [4.4, 1.8]
+    with pytest.raises(InputError, match='--points-per-epoch must be'):
+        read_learning_curve(str(tmp_path), points_per_epoch=0)
+
+
 def _train(config, work_dir, data_root):
     """Two epochs of a paper config on tiny CIFAR-10 files, in process."""
     from mmengine.runner import Runner
@@ -89,10 +107,8 @@ def _train(config, work_dir, data_root):
     options = {
         'work_dir': str(work_dir),
         'train_cfg.max_epochs': 2,
-        'param_scheduler.0.end': 1,
-        'param_scheduler.1.begin': 1,
-        'param_scheduler.1.end': 2,
-        'param_scheduler.1.T_max': 1,
+        'param_scheduler.0.T_max': 2,
+        'param_scheduler.0.end': 2,
         'default_hooks.logger.interval': 1,
         'default_hooks.checkpoint.save_optimizer': False,
         'randomness': dict(seed=0),
@@ -180,3 +196,25 @@ def test_tools_report_bad_input_in_one_line(work_dirs, tmp_path, capsys):
         _run_tool('representation_similarity.py', work_dirs['auglocal'],
                   '--bp', tmp_path, '--out', tmp_path / 'x.png')
     assert 'has no config' in capsys.readouterr().err
+
+
+def test_similarity_tool_reads_the_dumped_config_as_data(
+        work_dirs, tmp_path, capsys):
+    """A dumped config is text a run wrote: code in it is refused, never
+    run."""
+    import shutil
+    copy = tmp_path / 'bp_copy'
+    shutil.copytree(work_dirs['bp'], copy)
+    dumped, = copy.glob('*.py')
+    marker = tmp_path / 'marker'
+    dumped.write_text(
+        dumped.read_text() +
+        f'\nimport os\nos.system("touch {marker}")\n')
+    with pytest.raises(SystemExit):
+        _run_tool('representation_similarity.py', copy, '--bp',
+                  work_dirs['bp'], '--out', tmp_path / 'x.png',
+                  '--num-images', 4)
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and str(dumped) in err
+    assert 'cannot be read as data' in err
+    assert not marker.exists()

@@ -68,10 +68,11 @@ def test_auglocal_r34_paper_recipe():
     with torch.device('meta'):
         model = MODELS.build(cfg.model)
     assert model.rule == 'local' and model.num_modules == 17
-    # the network of the paper, with the exact memory options on
+    # the network of the paper, with the exact memory options on and the
+    # official code's initialisation (no zero-initialised residuals)
     assert cfg.model.backbone == dict(
         type='LocalResNet', depth=34, stem_chunk_size=16, with_cp=True,
-        cp_stages=(0, ))
+        cp_stages=(0, ), zero_init_residual=False)
     assert cfg.model.aux_head.depth == 4 and not cfg.model.aux_head.pyramid
     assert (cfg.model.aux_head.with_cp,
             cfg.model.aux_head.cp_max_downsample) == (1, 8)
@@ -82,8 +83,11 @@ def test_auglocal_r34_paper_recipe():
     assert cfg.train_dataloader.batch_size * 8 == 1024
     assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=1024)
     assert cfg.train_cfg.max_epochs == 200
-    assert [s.type for s in cfg.param_scheduler] == ['CosineAnnealingLR']
-    assert cfg.param_scheduler[0].T_max == 200
+    # the official schedule: cosine set once per epoch, from epoch 0
+    assert [s.type for s in cfg.param_scheduler] == ['EpochCosineLR']
+    schedule = cfg.param_scheduler[0]
+    assert schedule.T_max == schedule.end == 200
+    assert schedule.first_epoch == 0 and not schedule.get('warmup_epochs')
     assert cfg.model_wrapper_cfg.type == 'LocalDistributedDataParallel'
     assert {'ExportBackboneHook', 'LayerwiseAccuracyPlotHook'} <= {
         h.type for h in cfg.custom_hooks}

@@ -48,6 +48,11 @@ def _table1(rule, arch, data, depth=None):
     return f'{rule}/{rule}_{arch}_400e_{data}.py'
 
 
+def _schedule_name(data):
+    return ('stl10_bs128_sgd_cos_400e'
+            if data == 'stl10' else 'cifar_bs1024_sgd_cos_400e')
+
+
 def _num_params(module):
     return sum(p.numel() for p in module.parameters())
 
@@ -60,10 +65,19 @@ def test_recipe(data):
     assert cfg.optim_wrapper.optimizer == dict(
         type='SGD', lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
     assert cfg.train_cfg.max_epochs == 400
-    warmup, cosine = cfg.param_scheduler
-    assert warmup.type == 'LinearLR' and warmup.end == 10
-    assert warmup.start_factor * lr == pytest.approx(0.01)
-    assert cosine.type == 'CosineAnnealingLR' and cosine.end == 400
+    # the official schedule: set once per epoch, 10 warm-up epochs blended
+    # from 0.01, cosine over all 400 epochs numbered from 1
+    schedule, = cfg.param_scheduler
+    assert schedule.type == 'EpochCosineLR' and schedule.by_epoch
+    assert (schedule.T_max, schedule.end, schedule.first_epoch,
+            schedule.warmup_epochs) == (400, 400, 1, 10)
+    assert schedule.start_factor * lr == 0.01
+    assert not schedule.get('convert_to_iter_based', False)
+    smooth = _cfg(f'_base_/schedules/{_schedule_name(data)}_smooth.py')
+    assert [s.type for s in smooth.param_scheduler] == [
+        'LinearLR', 'CosineAnnealingLR'
+    ]
+    assert smooth.optim_wrapper == cfg.optim_wrapper
     assert cfg.auto_scale_lr.base_batch_size == batch
     pipeline = [
         (t.type, t.get('padding'), t.get('padding_mode', 'constant'))
@@ -209,7 +223,7 @@ def test_table8_composed_head():
     assert torch.allclose(losses['loss_l00'],
                           losses['l00_ce'] + losses['l00_rec'])
     feat = model.extract_feat(data['inputs'], all_modules=True)[0]
-    batch = model._aux_batch(data['inputs'], data['data_samples'])
+    batch = model.aux_batch(data['inputs'], data['data_samples'])
     ce = first.heads[0].loss(feat, batch)[0]['loss_ce']
     rec = first.heads[1].loss(feat, batch)[0]['loss_rec']
     assert torch.allclose(losses['l00_ce'], ce)
@@ -246,8 +260,7 @@ def test_train_tool_on_generated_files(tmp_path, config, dataset_type):
     options = [
         'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1',
         'default_hooks.checkpoint.save_optimizer=False',
-        'param_scheduler.0.end=1', 'param_scheduler.1.begin=1',
-        'param_scheduler.1.end=2', 'param_scheduler.1.T_max=1'
+        'param_scheduler.0.T_max=1', 'param_scheduler.0.end=1'
     ]
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         options += [

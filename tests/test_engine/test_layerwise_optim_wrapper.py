@@ -98,8 +98,10 @@ def test_same_weights_as_local_optim_wrapper(kind, rule):
     _train(model, wrapper)
     _assert_same_state(model, ref)
     # the only hook left after the iteration is the update (grads-final)
-    assert wrapper._grads_final_hooks == [wrapper.update_module]
-    assert not wrapper._grads_ready_hooks and wrapper._reducer is None
+    assert list(wrapper._grads_final_hooks.values()) == [
+        wrapper.update_module
+    ]
+    assert not wrapper._pre_step_hooks and not wrapper._reducers
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -116,8 +118,11 @@ def test_one_update_per_module_and_grads_freed():
         mine = sum(1 for _ in params)
         assert live[-1] <= mine
 
-    wrapper._grads_ready_hooks.insert(0, spy)  # runs before the update
-    with updates as step:
+    def reducer(params):
+        spy(params)  # runs before the update
+        wrapper.grads_final(params)
+
+    with updates as step, wrapper.gradient_reducer(reducer):
         model.train_step(_batch(0), wrapper)
         assert step.call_count == model.num_modules
     assert len(live) == model.num_modules
@@ -130,13 +135,16 @@ def test_model_without_callback_is_stepped_at_the_end():
     wrapper = LayerwiseLocalOptimWrapper(_optimizer(model, 'sgd'))
     ref_wrapper = LocalOptimWrapper(_optimizer(ref, 'sgd'))
     data = _batch(0)
-    for net, opt in ((model, wrapper), (ref, ref_wrapper)):
-        processed = net.data_preprocessor(data, True)
-        loss = sum(
-            v for k, v in net(**processed, mode='loss').items()
-            if k.startswith('loss'))
-        opt.update_params(loss)
-    assert wrapper.num_layerwise_steps == 0
+    updates = mock.patch.object(
+        wrapper, '_step_subset', wraps=wrapper._step_subset)
+    with updates as step:
+        for net, opt in ((model, wrapper), (ref, ref_wrapper)):
+            processed = net.data_preprocessor(data, True)
+            loss = sum(
+                v for k, v in net(**processed, mode='loss').items()
+                if k.startswith('loss'))
+            opt.update_params(loss)
+    assert step.call_count == 1  # no module update, one step at the end
     _assert_same_state(model, ref)
 
 
@@ -205,7 +213,7 @@ def test_updates_wait_for_the_gradient_reducer():
     ref = _model()
     _train(ref, LocalOptimWrapper(_optimizer(ref, 'sgd')), iters=1)
     _assert_same_state(model, ref)
-    assert wrapper._reducer is None
+    assert not wrapper._reducers
 
 
 def test_nonfinite_loss_stops_before_updating_that_module():

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from common_utils import (
+    ReductionLog,
     build_ddp_model,
     run_gloo_processes,
     sgd,
@@ -72,6 +73,7 @@ def train(model: nn.Module, step_model: nn.Module, rank: int = 0,
     """NUM_ITERS plain iterations, then 2 with accumulative_counts=2."""
     per_rank = GLOBAL_BATCH // world_size
     reports = []
+    log = ReductionLog(step_model)
     schedule = [(LocalOptimWrapper(sgd(model)), NUM_ITERS),
                 (LocalOptimWrapper(sgd(model), accumulative_counts=2), 2)]
     it = 0
@@ -79,8 +81,7 @@ def train(model: nn.Module, step_model: nn.Module, rank: int = 0,
         for _ in range(num_iters):
             data = make_batch(it, rank * per_rank, (rank + 1) * per_rank)
             step_model.train_step(data, wrapper)
-            reports.append(
-                copy.deepcopy(getattr(step_model, 'last_reduction', {})))
+            reports.append(log.report())
             it += 1
     return reports
 
@@ -236,13 +237,15 @@ def test_needs_process_group():
 def test_bookkeeping(fake_dist):
     model = _TwoLayer(lambda m: [m.a.parameters()])
     ddp = LocalDistributedDataParallel(model)
+    log = ReductionLog(ddp)
     wrapper = LocalOptimWrapper(sgd(model))
     ddp.train_step(torch.randn(4, 3), wrapper)
-    assert ddp.last_reduction['late'] == ['b.weight', 'b.bias']
-    assert ddp.last_reduction['num_buckets'] == 2
+    report = log.report()
+    assert report['late'] == ['b.weight', 'b.bias']
+    assert report['num_buckets'] == 2
     # the hooks are registered for the step only
-    assert not wrapper._grads_ready_hooks and not wrapper._pre_step_hooks
-    assert wrapper._reducer is None
+    assert not wrapper._pre_step_hooks and not wrapper._reducers
+    assert not wrapper._grads_final_hooks
 
     twice = _TwoLayer(lambda m: [m.a.parameters(), [m.a.weight]])
     with pytest.raises(RuntimeError, match='twice'):

@@ -61,17 +61,19 @@ def test_k_backward_one_step(accumulative_counts):
         wrapper.optimizer, 'step', wraps=wrapper.optimizer.step)
     zeros = mock.patch.object(
         wrapper.optimizer, 'zero_grad', wraps=wrapper.optimizer.zero_grad)
+    backwards = mock.patch.object(
+        wrapper, '_backward_scaled', wraps=wrapper._backward_scaled)
     torch.manual_seed(1)
     batches = [torch.randn(3, 4) for _ in range(2 * accumulative_counts)]
-    with steps as step, zeros as zero_grad:
+    with steps as step, zeros as zero_grad, backwards as backward:
         for it, x in enumerate(batches):
             for loss in _local_losses(model, x):
                 wrapper.backward(loss)
                 assert wrapper.inner_count == it
-            assert wrapper.num_backward == 3
+            assert backward.call_count == 3 * (it + 1)
             updated = wrapper.finish_iteration()
             assert wrapper.inner_count == it + 1
-            assert wrapper.num_backward == 0
+            assert backward.call_count == 3 * (it + 1)
             assert updated == ((it + 1) % accumulative_counts == 0)
             # reference: mmengine's own semantics on the summed loss
             total = sum(_local_losses(ref, x)) / accumulative_counts

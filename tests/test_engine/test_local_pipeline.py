@@ -327,9 +327,7 @@ def test_balance_stages():
 
 
 def test_module_times_leave_the_model_as_it_was():
-    from auglocal_det.engine.model_wrappers.pipeline_balance import (
-        module_times,
-    )
+    from auglocal_det.engine.profiling import module_times
     model = MODELS.build(MODEL)
     model.train()
     before = copy.deepcopy(model.state_dict())

@@ -20,7 +20,7 @@ from auglocal_det.engine.optim_wrappers import (
     LocalOptimWrapper,
 )
 from auglocal_det.errors import InputError
-from auglocal_det.models.layers import HostOffload
+from auglocal_det.engine.offload import HostOffload
 from auglocal_det.registry import MODELS
 from auglocal_det.utils.memory import LiveTensorTracker
 

@@ -206,11 +206,17 @@ class ScaledLossWrapper(LocalOptimWrapper):
         super().__init__(*args, **kwargs)
         self.module_index = module_index
         self.factor = factor
+        self.calls = 0  # backward calls of the iteration so far
 
     def backward(self, loss, **kwargs):
-        if self.num_backward == self.module_index:
+        if self.calls == self.module_index:
             loss = loss * self.factor
+        self.calls += 1
         super().backward(loss, **kwargs)
+
+    def finish_iteration(self, *args, **kwargs):
+        self.calls = 0
+        return super().finish_iteration(*args, **kwargs)
 
 
 def _train_step_grads(model, wrapper, data) -> Dict[str, torch.Tensor]:

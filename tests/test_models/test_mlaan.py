@@ -7,6 +7,7 @@ the ``meta`` device.
 """
 import copy
 import io
+import os.path as osp
 import weakref
 from collections import Counter, OrderedDict
 from typing import Dict, List, Set
@@ -15,9 +16,12 @@ from unittest import mock
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from common_utils import (
     IMAGE_SIZE,
+    ReductionLog,
     NUM_CLASSES,
+    ROOT,
     assert_same_state,
     build_cached,
     build_ddp_model,
@@ -26,6 +30,7 @@ from common_utils import (
     sgd,
     wrap_local_ddp,
 )
+from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 
 import auglocal_det  # noqa: F401  (registers the components)
@@ -204,6 +209,8 @@ def test_errors():
     specs = build().layer_specs
     with pytest.raises(KeyError, match='split_points'):
         mlaan_leap_layers(specs, num_aux=15)
+    with pytest.raises(ValueError, match='last_loss_weights'):
+        MODELS.build(model_cfg(last_loss_weights=(1., )))
     bad = [['layer3.1']] * 14  # 64-channel block after 8-channel features
     with pytest.raises(ValueError, match='channels'):
         MODELS.build(model_cfg(aux=dict(leap_layers=bad)))
@@ -226,7 +233,7 @@ def test_gradient_routing(span):
     after the last loss that reaches it."""
     model = build(span=span)
     data = model.data_preprocessor(make_batch(3), True)
-    batch = model._aux_batch(data['inputs'], data['data_samples'])
+    batch = model.aux_batch(data['inputs'], data['data_samples'])
     steps = list(model.local_steps(data['inputs'], batch))
     num_modules = model.num_modules
     assert [s.index for s in steps] == list(range(span - 1, num_modules))
@@ -306,6 +313,105 @@ def test_graph_freed_after_each_step():
     assert not violations
 
 
+@pytest.mark.parametrize('span', [2, 3])
+def test_stem_runs_once_per_iteration(span):
+    """Both streams share one stem forward, as in the authors' code: the
+    stem's BatchNorm statistics after one train_step are those of one
+    plain forward in training mode (one momentum step)."""
+    model = build(span=span)
+    plain = copy.deepcopy(model)
+    stem = model.backbone
+    calls = Counter()
+    for name in ('conv1', 'bn1'):
+        getattr(stem, name).register_forward_hook(
+            lambda *_, n=name: calls.update([n]))
+    model.train_step(make_batch(7), LocalOptimWrapper(sgd(model)))
+    assert calls == Counter(conv1=1, bn1=1)
+
+    with torch.no_grad():
+        plain.backbone(plain.data_preprocessor(make_batch(7), True)['inputs'])
+    for name in ('running_mean', 'running_var', 'num_batches_tracked'):
+        assert torch.equal(
+            getattr(stem.bn1, name), getattr(plain.backbone.bn1, name)), name
+    assert int(stem.bn1.num_batches_tracked) == 1
+    # every block runs once per stream that passes through it (layer1.0:
+    # the independent stream and the first cascade)
+    assert int(stem.layer1[0].bn1.num_batches_tracked) == 2
+
+
+@pytest.mark.parametrize('name', [
+    'mlaan_r32_400e_cifar10.py', 'mlaan-dgl_r32_400e_cifar10.py',
+    'mlaan-infopro_r32_400e_cifar10.py'
+])
+def test_cifar_config_leap_blocks_start_like_backbone(name):
+    """The CIFAR configs give the leap blocks and EMA twins the norm
+    weights of the backbone's blocks (1: no zero-initialised residual),
+    as the authors' CIFAR code, which copies the initialised blocks."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mlaan', name))
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    backbone = model.backbone
+
+    def norm_weights(block):
+        return {
+            n: m.weight
+            for n, m in block.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        }
+
+    checked = 0
+    for lam in lams(model):
+        pairs = list(zip(lam.blocks, lam.layer_names))
+        pairs.append((lam.ema, lam.ema_source))
+        for block, primary_name in pairs:
+            ours = norm_weights(block)
+            primary = norm_weights(backbone.get_submodule(primary_name))
+            assert list(ours) == list(primary)
+            for key, weight in primary.items():
+                assert torch.equal(ours[key], weight), (primary_name, key)
+                checked += 1
+    assert checked > 0
+    assert cfg.model.last_loss_weights == (0., 1.)
+
+
+def test_last_module_loss_weights():
+    """The last module's weights: ``(0, 1)`` back-propagates the cascaded
+    stream alone (the authors' CIFAR code); the default mix gives the last
+    block and the classifier the same gradient and the block before it
+    0.999 times the cascade's."""
+    mixed = build(span=2)
+    alone = build(span=2, last_loss_weights=(0., 1.))
+    alone.load_state_dict(mixed.state_dict())
+    assert mixed.last_loss_weights == mixed.loss_weights == (0.001, 0.999)
+    data = make_batch(9)
+    grads = {}
+    for key, model in (('mixed', mixed), ('alone', alone)):
+        inputs = model.data_preprocessor(data, True)
+        batch = model.aux_batch(inputs['inputs'], inputs['data_samples'])
+        last = list(model.local_steps(inputs['inputs'], batch))[-1]
+        assert last.index == model.num_modules - 1
+        modules = model.local_modules()
+        groups = dict(
+            before=list(modules[-2].parameters()),
+            last=list(modules[-1].parameters()),
+            head=list(model.head.parameters()))
+        grads[key] = {
+            group: torch.autograd.grad(last.loss, params, retain_graph=True)
+            for group, params in groups.items()
+        }
+        if key == 'alone':
+            assert float(last.losses['loss_x_ce'].detach()) == 0.
+            torch.testing.assert_close(
+                last.losses['loss_y_ce'],
+                F.cross_entropy(last.logits[''], batch.labels))
+    for group in ('last', 'head'):
+        for mix, one in zip(grads['mixed'][group], grads['alone'][group]):
+            torch.testing.assert_close(mix, one, rtol=1e-5, atol=1e-7)
+    for mix, one in zip(grads['mixed']['before'], grads['alone']['before']):
+        assert torch.count_nonzero(one) > 0
+        torch.testing.assert_close(mix, 0.999 * one, rtol=1e-5, atol=1e-7)
+
+
 # ------------------------------------------------- equivalence to reference
 def reference_update(model: MLAANImageClassifier, batches: List[dict]) -> None:
     """The reference: summed losses of every batch, one backward each
@@ -319,14 +425,16 @@ def reference_update(model: MLAANImageClassifier, batches: List[dict]) -> None:
     model.update_ema()
 
 
-@pytest.mark.parametrize('span,independent,accumulative_counts', [
-    (2, 'mlaan', 1),
-    (3, 'mlaan', 2),
-    (3, 'dgl', 1),
-    (2, 'infopro', 1),
+@pytest.mark.parametrize('span,independent,accumulative_counts,kwargs', [
+    (2, 'mlaan', 1, {}),
+    (3, 'mlaan', 2, {}),
+    (3, 'dgl', 1, {}),
+    (2, 'infopro', 1, {}),
+    (2, 'mlaan', 1, dict(last_loss_weights=(0., 1.))),
 ])
-def test_train_step_equals_reference(span, independent, accumulative_counts):
-    model = build(span, independent)
+def test_train_step_equals_reference(span, independent, accumulative_counts,
+                                     kwargs):
+    model = build(span, independent, **kwargs)
     ref = copy.deepcopy(model)
     before = {
         k: v.clone()
@@ -359,7 +467,7 @@ def test_layerwise_wrapper_matches():
     model, ref = build(span=3), build(span=3)
     wrapper = LayerwiseLocalOptimWrapper(sgd(model))
     model.train_step(make_batch(20), wrapper)
-    assert wrapper.num_layerwise_steps == 0  # reset at the end
+    assert wrapper._num_checked == 0  # reset at the end
     ref.train_step(make_batch(20), LocalOptimWrapper(sgd(ref)))
     assert_same_state(model, ref, check_keys=True)
 
@@ -524,13 +632,13 @@ def ddp_train(model: nn.Module, step_model: nn.Module, rank: int = 0,
     per_rank = GLOBAL_BATCH // world_size
     wrapper = LocalOptimWrapper(sgd(model))
     reports = []
+    log = ReductionLog(step_model)
     for it in range(NUM_ITERS):
         data = make_batch(60 + it)
         data = {k: v[rank * per_rank:(rank + 1) * per_rank]
                 for k, v in data.items()}
         step_model.train_step(data, wrapper)
-        reports.append(copy.deepcopy(getattr(step_model, 'last_reduction',
-                                             {})))
+        reports.append(log.report())
     return reports
 
 

@@ -36,7 +36,7 @@ def _coco(num_good: int = 20) -> dict:
     for i in range(num_good):
         anns.append(
             dict(
-                id=i + 1,
+                id=i + 1 if i < 100 else i + 3,  # not 101, 102 (below)
                 image_id=1 + i % 2,
                 category_id=1 + i % 3,
                 bbox=[4, 4, 10, 10],

@@ -92,6 +92,27 @@ def test_rule_configs_follow_the_config_files():
     assert wrapper['optimizer']['lr'] == 0.5
 
 
+def test_rule_wrapper_twins(tmp_path):
+    """+plain, +lw and --amp switch the optimizer wrapper to its twins."""
+    _, wrapper = rule_configs(
+        parse_rule('auglocal-d3', CONFIGS), 32, amp=True)
+    assert wrapper['type'] == 'AmpLayerwiseLocalOptimWrapper'
+    assert wrapper['dtype'] == 'bfloat16'
+    _, wrapper = rule_configs(
+        parse_rule('auglocal-d3+plain', CONFIGS), 32, amp=True)
+    assert wrapper['type'] == 'AmpLocalOptimWrapper'
+    _, wrapper = rule_configs(parse_rule('bp+lw', CONFIGS), 32)
+    assert wrapper['type'] == 'LayerwiseLocalOptimWrapper'
+    config = tmp_path / 'plain_wrapper.py'
+    config.write_text("model = dict(backbone=dict(type='LocalResNet', "
+                      "depth=18))\n"
+                      "optim_wrapper = dict(type='OptimWrapper')\n")
+    _, wrapper = rule_configs(parse_rule(str(config), CONFIGS), 32, amp=True)
+    assert wrapper['type'] == 'AmpOptimWrapper'
+    with pytest.raises(InputError, match="'OptimWrapper'"):
+        rule_configs(parse_rule(f'{config}+lw', CONFIGS), 32)
+
+
 def test_main_json_png_trace_and_ratios(tmp_path, capsys):
     out_json = tmp_path / 'bench.json'
     out_png = tmp_path / 'bench.png'

@@ -4,6 +4,7 @@ export and from random init, CocoMetric evaluation, model-zoo table)."""
 import functools
 import json
 import os.path as osp
+import re
 import sys
 
 import pytest
@@ -155,15 +156,24 @@ def test_summary_lines_and_files(demo, tmp_path):
     assert lines[0] == ('val top-1 of ResNet-34 on the synthetic shapes: '
                         'AugLocal 50.25%, BP 53.00%; AugLocal - BP -2.75 '
                         'points; chance 12.5%')
-    assert lines[1].endswith('AugLocal 3.00 GiB, BP 1.00 GiB (AugLocal / '
+    # the synthetic result points to the comparison on real data
+    assert lines[1] == demo.REAL_DATA_NOTE
+    anchor = demo.REAL_DATA_NOTE.rsplit('#', 1)[1]
+    with open(osp.join(ROOT, 'docs', 'benchmarks.md')) as f:
+        headings = [ln.lstrip('#').strip() for ln in f if ln.startswith('#')]
+    assert anchor in [
+        re.sub(r'[^a-z0-9 -]', '', h.lower()).replace(' ', '-')
+        for h in headings
+    ]
+    assert lines[2].endswith('AugLocal 3.00 GiB, BP 1.00 GiB (AugLocal / '
                              'BP 3.00x)')
-    assert lines[2].startswith('activation memory (peak before the '
+    assert lines[3].startswith('activation memory (peak before the '
                                'optimizer step')
-    assert lines[2].endswith('AugLocal 10 MiB, BP 40 MiB (AugLocal / BP '
+    assert lines[3].endswith('AugLocal 10 MiB, BP 40 MiB (AugLocal / BP '
                              '0.25x)')
-    assert lines[3].endswith('from AugLocal 17.7 / 14.3 (+6.0 / +3.6 over '
+    assert lines[4].endswith('from AugLocal 17.7 / 14.3 (+6.0 / +3.6 over '
                              'random init), random init 11.7 / 10.7')
-    assert lines[4] == 'total wall time: 7:11 (431 s)'
+    assert lines[5] == 'total wall time: 7:11 (431 s)'
     summary = (tmp_path / 'summary.md').read_text()
     assert '| pretraining val top-1 (%) | 50.25 | 53.00 | - |' in summary
     assert '| Mask R-CNN box AP | 17.7 | - | 11.7 |' in summary
@@ -212,12 +222,13 @@ def test_pretraining_stage_tiny(demo, tmp_path, monkeypatch, capsys):
         2 * memory['auglocal']['params'], rel=0.01)
     summary = (work / 'summary.md').read_text()
     assert '| peak training memory (process RSS) |' in summary
-    tail = capsys.readouterr().out.strip().splitlines()[-4:]
+    tail = capsys.readouterr().out.strip().splitlines()[-5:]
     assert tail[0].startswith('[demo] val top-1 of ResNet-34 on the '
                               'synthetic shapes: AugLocal ')
     assert 'AugLocal - BP' in tail[0]
-    assert '(AugLocal / BP ' in tail[1] and '(AugLocal / BP ' in tail[2]
-    assert tail[3].startswith('[demo] total wall time: ')
+    assert 'Fashion-MNIST' in tail[1]
+    assert '(AugLocal / BP ' in tail[2] and '(AugLocal / BP ' in tail[3]
+    assert tail[4].startswith('[demo] total wall time: ')
 
 
 @pytest.mark.timeout(900)
@@ -265,14 +276,15 @@ def test_whole_pipeline_tiny(demo, tmp_path, monkeypatch, capsys):
     assert memory['grads'] > 0 and memory['params'] > 0
     assert (work / 'summary.md').is_file() and (work / 'summary.png').is_file()
     out = capsys.readouterr().out
-    tail = out.strip().splitlines()[-5:]
+    tail = out.strip().splitlines()[-6:]
     assert 'val top-1 of ResNet-34 on the synthetic shapes: AugLocal' in (
         tail[0])
+    assert 'Fashion-MNIST' in tail[1]
     assert 'peak training memory (process RSS, whole iteration): ' \
-        'AugLocal' in tail[1]
-    assert 'activation memory' in tail[2]
-    assert 'from AugLocal' in tail[3] and 'over random init' in tail[3]
-    assert tail[4].startswith('[demo] total wall time: ')
+        'AugLocal' in tail[2]
+    assert 'activation memory' in tail[3]
+    assert 'from AugLocal' in tail[4] and 'over random init' in tail[4]
+    assert tail[5].startswith('[demo] total wall time: ')
     assert 'stage 1 of 5 started: pretrain AugLocal' in out
 
 

@@ -15,7 +15,7 @@ import auglocal_det  # noqa: F401  (registers the runner)
 from auglocal_det.engine.runner import (
     LocalRunner,
     load_local_checkpoint,
-    trusted_local_checkpoints,
+    safe_local_checkpoints,
 )
 
 
@@ -123,14 +123,14 @@ def test_load_from_full_checkpoint(tmp_path):
                                saved['state_dict']['fc.weight'])
 
 
-def test_trust_is_scoped_to_load_or_resume(tmp_path):
-    """Local files are read with weights_only=False only inside the
+def test_loader_is_scoped_to_load_or_resume(tmp_path):
+    """Local files are read with the package's loader only inside the
     context (which LocalRunner opens around load_or_resume); MMEngine's
     loader is back afterwards, and remote schemes are never affected."""
     local = str(tmp_path / 'x.pth')
     before = CheckpointLoader._get_checkpoint_loader(local)
     assert before is not load_local_checkpoint
-    with trusted_local_checkpoints():
+    with safe_local_checkpoints():
         assert CheckpointLoader._get_checkpoint_loader(
             local) is load_local_checkpoint
         assert CheckpointLoader._get_checkpoint_loader(

@@ -56,6 +56,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 import auglocal_det  # noqa: E402,F401  (registers the components)
 from auglocal_det.errors import InputError  # noqa: E402
+from auglocal_det.process_memory import RSS_ENV  # noqa: E402
 from auglocal_det.utils.benchmark import (  # noqa: E402
     OPTIONS,
     RuleRun,
@@ -63,7 +64,6 @@ from auglocal_det.utils.benchmark import (  # noqa: E402
     measure_rule,
     parse_rule,
 )
-from auglocal_det.utils.memory import RSS_ENV  # noqa: E402
 
 #: The rules measured when ``--rules`` is not given.
 DEFAULT_RULES = (

@@ -145,19 +145,9 @@ def build(args: argparse.Namespace, device: str = 'cpu') -> Any:
 
 
 def make_batch(args: argparse.Namespace, num_classes: int) -> dict:
-    from auglocal_det.structures import ClsDataSample
-    gen = torch.Generator().manual_seed(0)
-    size = args.image_size
-    return dict(
-        inputs=[
-            torch.randint(0, 256, (3, size, size), dtype=torch.uint8,
-                          generator=gen) for _ in range(args.batch_size)
-        ],
-        data_samples=[
-            ClsDataSample().set_gt_label(
-                int(torch.randint(0, num_classes, (1, ), generator=gen)))
-            for _ in range(args.batch_size)
-        ])
+    """The fixed synthetic batch of every case."""
+    from auglocal_det.utils.benchmark import make_batch as synthetic_batch
+    return synthetic_batch(args.batch_size, args.image_size, num_classes)
 
 
 def _optim_wrapper(model: Any) -> Any:
@@ -188,11 +178,8 @@ def _side_by_side(worker: Any, worker_args: tuple,
 
 def _memory(step, model, optimizer) -> Dict[str, int]:
     """Steady-state peaks of one more iteration: RSS, then live tensors."""
-    from auglocal_det.utils.memory import (
-        LiveTensorTracker,
-        peak_rss_bytes,
-        reset_peak_rss,
-    )
+    from auglocal_det.process_memory import peak_rss_bytes, reset_peak_rss
+    from auglocal_det.utils.memory import LiveTensorTracker
     reset_peak_rss()
     step()
     rss = peak_rss_bytes()
@@ -238,28 +225,14 @@ def _sequential(rank: int, args: argparse.Namespace, threads: int,
 def _module_times(model, data,
                   wrapper) -> Tuple[List[float], List[float]]:
     """Seconds of every local step (forward, loss and backward), and its
-    share of the optimizer update (the update's time split by parameter
-    count)."""
-    import time
+    share of the optimizer update (what follows the last backward, split
+    by parameter count)."""
+    from auglocal_det.engine.profiling import time_steps
     batch_data = model.data_preprocessor(data, True)
     inputs = batch_data.pop('inputs')
-    batch = model._aux_batch(inputs, batch_data['data_samples'])
-    times, numels = [], []
-    steps = model.local_steps(inputs, batch)
-    del inputs
-    while True:
-        start = time.perf_counter()
-        step = next(steps, None)
-        if step is None:
-            break
-        wrapper.backward(step.loss, params=step.params, name=step.name)
-        numels.append(sum(p.numel() for p in step.params))
-        del step
-        times.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    wrapper.finish_iteration()
-    seconds = time.perf_counter() - start
-    return times, [seconds * n / sum(numels) for n in numels]
+    batch = model.aux_batch(inputs, batch_data['data_samples'])
+    times, numels, rest = time_steps(model, wrapper, inputs, batch)
+    return times, [rest * n / sum(numels) for n in numels]
 
 
 def _stage_worker(rank: int, args: argparse.Namespace, sizes: List[int],
@@ -275,7 +248,7 @@ def _stage_worker(rank: int, args: argparse.Namespace, sizes: List[int],
     batch_data = model.data_preprocessor(
         make_batch(args, model.num_classes), True)
     inputs = batch_data.pop('inputs')
-    batch = model._aux_batch(inputs, batch_data['data_samples'])
+    batch = model.aux_batch(inputs, batch_data['data_samples'])
     first = sum(sizes[:rank])
     modules = range(first, first + sizes[rank])
     if first:  # the input the stage would receive: module first - 1's
@@ -285,11 +258,8 @@ def _stage_worker(rank: int, args: argparse.Namespace, sizes: List[int],
         del outputs
 
     def train() -> None:
-        for step in model.local_steps(inputs, batch, modules=modules):
-            wrapper.backward(step.loss, params=step.params, name=step.name)
-            model.step_log(step, batch.labels)
-            del step
-        wrapper.finish_iteration()
+        model.run_iteration(wrapper, inputs=inputs, batch=batch,
+                            modules=modules)
 
     for _ in range(args.warmup):
         train()
@@ -390,7 +360,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     import statistics
     import tempfile
     args = parse_args(argv)
-    from auglocal_det.utils.memory import RSS_ENV
+    from auglocal_det.process_memory import RSS_ENV
     environments = dict(
         time={key: None for key in RSS_ENV}, memory=dict(RSS_ENV))
     modes = [m for m in ('a', 'b', 'c', 'd', 'e') if m in args.modes]

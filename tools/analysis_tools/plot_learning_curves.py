@@ -33,15 +33,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--key',
         help='logged loss to plot (default: the network output\'s, loss_lNN '
         'of the last local module or loss_cls)')
+    parser.add_argument(
+        '--points-per-epoch', type=int, default=1,
+        help='points per epoch: the logged iterations of each epoch split '
+        'into this many consecutive parts, one mean each (default: 1, the '
+        'mean of the whole epoch)')
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    curves = learning_curves(args.work_dirs, args.out, args.names, args.key)
+    curves = learning_curves(args.work_dirs, args.out, args.names, args.key,
+                             args.points_per_epoch)
     for curve in curves:
         print(f'{curve["name"]}: {curve["key"]}, {len(curve["epochs"])} '
-              f'epochs, last {curve["loss"][-1]:.4g}')
+              f'points, last {curve["loss"][-1]:.4g}')
     print(f'wrote {args.out} and {args.out[:-4]}.json')
 
 

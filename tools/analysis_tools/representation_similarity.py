@@ -1,11 +1,12 @@
 """Linear CKA between every local layer of local-rule models and a BP model.
 
-Each work dir's latest checkpoint (``last_checkpoint``) is loaded into the
-model of its dumped config; the first ``--num-images`` images of the BP
-config's validation set go through the local layers (stem and blocks) of
-every model, and each layer is compared with the same layer of the BP
-model (the similarity analysis of the AugLocal paper). Writes the PNG and,
-next to it, a JSON file with the numbers.
+Each work dir's latest checkpoint (``last_checkpoint``) is loaded, with
+the package's safe loader, into the model of its dumped config; the first
+``--num-images`` images of the BP config's validation set go through the
+local layers (stem and blocks) of every model, and each layer is compared
+with the same layer of the BP model (the similarity analysis of the
+AugLocal paper). Writes the PNG and, next to it, a JSON file with the
+numbers.
 
 Example::
 
@@ -42,6 +43,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--batch-size', type=int, default=128, help='images per forward')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda')
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='unpickle the work dirs\' checkpoints in full, which runs any '
+        'code they hold; only for files you vouch for that need types '
+        'beyond those of this package\'s checkpoints')
     return parser.parse_args(argv)
 
 
@@ -50,7 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     numbers = representation_similarity(
         args.work_dirs, args.bp, args.out, num_images=args.num_images,
         names=args.names, data_root=args.data_root,
-        batch_size=args.batch_size, device=args.device)
+        batch_size=args.batch_size, device=args.device,
+        trust_checkpoint=args.trust_checkpoint)
     for name, values in numbers['cka'].items():
         print(f'{name}: CKA first layer {values[0]:.3f}, last layer '
               f'{values[-1]:.3f} ({numbers["num_images"]} images)')

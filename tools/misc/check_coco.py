@@ -2,8 +2,11 @@
 
 Reports what mmdet's ``CocoDataset`` would silently drop or mislabel:
 degenerate boxes, broken polygons, annotations of unknown categories or
-images, and class names of the config that are missing from the file or
-listed in another order. Exits with status 1 if there are errors.
+images, image or annotation ids that appear twice (merged files), files
+or classes whose every annotation is a crowd region, images without a
+file (with ``--config`` or ``--img-dir``), and class names of the config
+that are missing from the file or listed in another order. Exits with
+status 1 if there are errors.
 
 Examples::
 
@@ -11,13 +14,13 @@ Examples::
     python tools/misc/check_coco.py --config configs/mask_rcnn_auglocal_r34_coco.py
     # files and classes given directly
     python tools/misc/check_coco.py data/coco/annotations/instances_val2017.json \\
-        --classes person bicycle car
+        --classes person bicycle car --img-dir data/coco/val2017
 """  # noqa: E501
 import argparse
 import json
 import os.path as osp
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -41,6 +44,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='take the annotation files (train/val/test dataloaders) and '
         'the classes (metainfo.classes) from this config')
     parser.add_argument(
+        '--img-dir',
+        help='the folder of the images of the annotation files given on '
+        'the command line (with --config: data_root + data_prefix.img)')
+    parser.add_argument(
         '--max-invalid-ratio',
         type=float,
         default=0.01,
@@ -52,10 +59,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def files_from_config(path: str) -> Tuple[List[str], Optional[List[str]]]:
-    """Annotation files and class names of a detection config."""
+def files_from_config(
+        path: str
+) -> Tuple[List[str], Optional[List[str]], Dict[str, str]]:
+    """Annotation files, class names and image folders (per annotation
+    file) of a detection config."""
     cfg = Config.fromfile(path)
-    files, classes = [], None
+    files, classes, img_dirs = [], None, {}
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(key)
         if not loader or 'dataset' not in loader:
@@ -70,14 +80,20 @@ def files_from_config(path: str) -> Tuple[List[str], Optional[List[str]]]:
         full = ann_file if osp.isabs(ann_file) else osp.join(root, ann_file)
         if full not in files:
             files.append(full)
+            prefix = (dataset.get('data_prefix') or {}).get('img')
+            if prefix is not None:
+                img_dirs[full] = prefix if osp.isabs(prefix) else osp.join(
+                    root, prefix)
         metainfo = dataset.get('metainfo') or {}
         if classes is None and metainfo.get('classes'):
             classes = list(metainfo['classes'])
-    return files, classes
+    return files, classes, img_dirs
 
 
-def check_file(path: str, classes: Optional[Sequence[str]],
-               max_invalid_ratio: float) -> CocoReport:
+def check_file(path: str,
+               classes: Optional[Sequence[str]],
+               max_invalid_ratio: float,
+               img_dir: Optional[str] = None) -> CocoReport:
     """Read and check one file (a missing or unreadable file is an error).
     """
     if not osp.isfile(path):
@@ -95,19 +111,24 @@ def check_file(path: str, classes: Optional[Sequence[str]],
         data,
         classes=classes,
         ann_file=path,
-        max_invalid_ratio=max_invalid_ratio)
+        max_invalid_ratio=max_invalid_ratio,
+        img_dir=img_dir)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     files, classes = list(args.ann_files), args.classes
+    img_dirs = {f: args.img_dir for f in files if args.img_dir}
     if args.config:
-        cfg_files, cfg_classes = files_from_config(args.config)
+        cfg_files, cfg_classes, cfg_dirs = files_from_config(args.config)
         files += [f for f in cfg_files if f not in files]
         classes = classes or cfg_classes
+        for path, folder in cfg_dirs.items():
+            img_dirs.setdefault(path, folder)
     failed = False
     for path in files:
-        report = check_file(path, classes, args.max_invalid_ratio)
+        report = check_file(path, classes, args.max_invalid_ratio,
+                            img_dirs.get(path))
         print(report.format())
         failed |= bool(report.errors)
     return 1 if failed else 0

@@ -4,10 +4,12 @@ A corrupt or truncated JPEG otherwise stops training only when its batch
 is loaded, possibly hours in. This tool builds the splits with the same
 dataset class as training (so the class list and layout are checked too),
 decodes every image with the training decoder in parallel processes and
-lists the files that fail, with the decoder's reason. Exits with status 1
-if any image fails. 16-bit images are listed too: training scales them to
-8 bits, which is right for images stored with 16 bits per channel but
-worth knowing about (they do not count as failures).
+lists the files that fail, with the decoder's reason. An image whose
+header announces more pixels than training accepts (a decompression bomb)
+fails without being decoded. Exits with status 1 if any image fails.
+16-bit images are listed too: training scales them to 8 bits, which is
+right for images stored with 16 bits per channel but worth knowing about
+(they do not count as failures).
 
 Examples::
 
@@ -19,6 +21,7 @@ Examples::
         --splits val --limit 1000
 """
 import argparse
+import functools
 import os
 import os.path as osp
 import sys
@@ -66,6 +69,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--limit',
         type=int,
         help='check only the first N images of each split')
+    parser.add_argument(
+        '--max-pixels',
+        type=int,
+        help='largest width x height accepted, as LoadImageTensor\'s '
+        'max_pixels (default: PIL.Image.MAX_IMAGE_PIXELS)')
     return parser.parse_args(argv)
 
 
@@ -87,7 +95,8 @@ def image_paths(cfg: Config, split: str,
     return [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
 
 
-def check_chunk(paths: Sequence[str]
+def check_chunk(paths: Sequence[str],
+                max_pixels: Optional[int] = None
                 ) -> Tuple[List[Tuple[str, str]], List[str]]:
     """Read and decode ``paths``; return ``(path, reason)`` of failures and
     the paths of 16-bit images."""
@@ -95,7 +104,7 @@ def check_chunk(paths: Sequence[str]
     for path in paths:
         try:
             with open(path, 'rb') as f:
-                _, bits = decode_image_with_depth(f.read(), path)
+                _, bits = decode_image_with_depth(f.read(), path, max_pixels)
         except OSError as exc:
             bad.append((path, str(exc)))
         else:
@@ -107,18 +116,22 @@ def check_chunk(paths: Sequence[str]
 def check_paths(paths: Sequence[str],
                 workers: int = 1,
                 chunk: int = 256,
-                sixteen_bit: Optional[List[str]] = None
+                sixteen_bit: Optional[List[str]] = None,
+                max_pixels: Optional[int] = None
                 ) -> List[Tuple[str, str]]:
     """Decode all ``paths`` with ``workers`` processes; list the failures.
 
     The paths of 16-bit images are appended to ``sixteen_bit`` if given.
+    Images larger than ``max_pixels`` (default: PIL's
+    ``Image.MAX_IMAGE_PIXELS``) fail without being decoded.
     """
     chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+    check = functools.partial(check_chunk, max_pixels=max_pixels)
     if workers <= 1 or len(chunks) <= 1:
-        results = [check_chunk(c) for c in chunks]
+        results = [check(c) for c in chunks]
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(check_chunk, chunks))
+            results = list(pool.map(check, chunks))
     bad = []
     for failed, sixteen in results:
         bad.extend(failed)
@@ -137,7 +150,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             paths = paths[:args.limit]
         start = time.time()
         sixteen: List[str] = []
-        bad = check_paths(paths, args.workers, sixteen_bit=sixteen)
+        bad = check_paths(
+            paths,
+            args.workers,
+            sixteen_bit=sixteen,
+            max_pixels=args.max_pixels)
         seconds = time.time() - start
         rate = len(paths) / seconds if seconds > 0 else float('inf')
         print(f'{split}: {len(paths)} images decoded in {seconds:.1f} s '

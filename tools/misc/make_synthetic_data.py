@@ -8,8 +8,9 @@ Examples::
     # COCO-style instance segmentation
     python tools/misc/make_synthetic_data.py coco data/synthetic_coco \\
         --num-train 200 --num-val 50 --image-size 128
-    # CIFAR-10 / SVHN / STL-10 files in their official formats (oriented
-    # gratings, 10 classes), readable by the small-image configs
+    # CIFAR-10 / SVHN / STL-10 / Fashion-MNIST / MNIST files in their
+    # official formats (oriented gratings, 10 classes), readable by the
+    # small-image configs
     python tools/misc/make_synthetic_data.py cifar10 data/cifar10_synthetic \\
         --num-train 1000 --num-test 500
 """
@@ -29,7 +30,10 @@ from auglocal_det.testing import (  # noqa: E402
 )
 
 #: Sub-command -> dataset type of the small-image sets.
-SMALL_IMAGE_SETS = {'cifar10': 'CIFAR10', 'svhn': 'SVHN', 'stl10': 'STL10'}
+SMALL_IMAGE_SETS = {
+    'cifar10': 'CIFAR10', 'svhn': 'SVHN', 'stl10': 'STL10',
+    'fashion-mnist': 'FashionMNIST', 'mnist': 'MNIST'
+}
 
 DATA_CONFIG = osp.join(ROOT, 'configs', '_base_', 'datasets',
                        'synthetic_imagenet.py')

@@ -7,6 +7,11 @@ detector's ``init_cfg=dict(type='Pretrained', checkpoint=...)``),
 the checkpoint), the same files ``ExportBackboneHook`` writes at the end of
 training.
 
+The checkpoint is read with the package's safe loader (weights and the
+types of its checkpoints only; ``--trust-checkpoint`` for a file you vouch
+for), and the export replaces an export of another checkpoint only with
+``--overwrite``.
+
 Example::
 
     python tools/model_converters/export_backbone.py \\
@@ -39,6 +44,17 @@ def parse_args() -> argparse.Namespace:
         '--no-torchvision',
         action='store_true',
         help='do not write torchvision.pth')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace an export of another checkpoint in the output folder '
+        '(by default it is kept and the export refused)')
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='unpickle the checkpoint in full, which runs any code it '
+        'holds; only for a file you vouch for that needs types beyond '
+        'those of this package\'s checkpoints')
     return parser.parse_args()
 
 
@@ -48,7 +64,9 @@ def main() -> int:
         meta = export_checkpoint(
             args.checkpoint,
             out_dir=args.out_dir,
-            torchvision=not args.no_torchvision)
+            torchvision=not args.no_torchvision,
+            overwrite=args.overwrite,
+            trust=args.trust_checkpoint)
     except (FileNotFoundError, RuntimeError, NotAClassifierCheckpointError,
             InputError) as exc:
         print(f'error: {exc}', file=sys.stderr)

@@ -47,6 +47,7 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 
+from auglocal_det.errors import CheckpointWriteError
 from auglocal_det.fileio import atomic_write
 from auglocal_det.registry import HOOKS
 
@@ -61,10 +62,6 @@ BACKEND_NAME = 'atomic_local'
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 #: Temporary files of :func:`atomic_write` (``.<name>.<random>.tmp``).
 _TEMP_RE = re.compile(r'^\..+\.[a-z0-9_]{8}\.tmp$')
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written; the previous one is intact."""
 
 
 def _free_space(folder: str) -> Optional[int]:

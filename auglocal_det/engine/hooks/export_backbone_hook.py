@@ -3,15 +3,27 @@
 The conversion itself is :mod:`auglocal_det.export`, which
 ``tools/model_converters/export_backbone.py`` also calls.
 """
+import logging
 import os.path as osp
 from typing import Any, Dict, Optional
 
-from mmengine.dist import is_main_process
+from mmengine.dist import (
+    broadcast_object_list,
+    get_world_size,
+    is_main_process,
+)
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
-from auglocal_det.export import describe_model, export_backbone
+from auglocal_det.errors import InputError
+from auglocal_det.export import (
+    check_export_target,
+    clean_interrupted_exports,
+    describe_model,
+    export_backbone,
+    read_export,
+)
 from auglocal_det.fileio import sha256_file
 from auglocal_det.registry import HOOKS
 
@@ -31,6 +43,11 @@ class ExportBackboneHook(Hook):
     path and SHA-256; the exported weights are the model's at the end of
     training, which are that checkpoint's.
 
+    An export already in ``out_dir`` is replaced only by the run that
+    wrote it, resumed (its ``backbone.json`` names this work dir), or with
+    ``overwrite``; any other run stops in ``before_train``, before it
+    trains, instead of replacing it at the end.
+
     Args:
         out_dir (str, optional): Output folder. Defaults to
             ``<work_dir>/export``.
@@ -38,6 +55,8 @@ class ExportBackboneHook(Hook):
             True.
         metric_key (str): Validation metric recorded as ``val_top1``.
             Defaults to 'accuracy/top1'.
+        overwrite (bool): Replace an export of another run
+            (``tools/train.py --overwrite`` sets it). Defaults to False.
     """
 
     priority = 'VERY_LOW'  # after CheckpointHook has saved the last epoch
@@ -45,13 +64,61 @@ class ExportBackboneHook(Hook):
     def __init__(self,
                  out_dir: Optional[str] = None,
                  torchvision: bool = True,
-                 metric_key: str = 'accuracy/top1') -> None:
+                 metric_key: str = 'accuracy/top1',
+                 overwrite: bool = False) -> None:
         self.out_dir = out_dir
         self.torchvision = torchvision
         self.metric_key = metric_key
+        self.overwrite = overwrite
         self.last_metrics: Dict[str, float] = {}
         self.last_val_epoch: Optional[int] = None
         self.exported: Optional[Dict[str, Any]] = None
+        self._replace = overwrite
+
+    def before_train(self, runner) -> None:
+        """Stop a run whose export would replace another run's export.
+
+        The main process decides; under data parallelism every process
+        raises alike.
+        """
+        error = None
+        if is_main_process():
+            error = self._target_error(runner)
+        if get_world_size() > 1:
+            verdict = [error]
+            broadcast_object_list(verdict)
+            error = verdict[0]
+        if error is not None:
+            raise InputError(error)
+
+    def _target_error(self, runner) -> Optional[str]:
+        """Why this run must not export into ``out_dir`` (None if it may)."""
+        out_dir = self._out_dir(runner)
+        for path in clean_interrupted_exports(out_dir):
+            print_log(
+                f'Cleaned up {path!r}, left by an export that was '
+                'interrupted', logger='current', level=logging.WARNING)
+        existing = read_export(out_dir)
+        work_dir = osp.abspath(runner.work_dir)
+        resumed = bool(getattr(runner, '_resume', False))
+        if existing and resumed and _written_by_run(existing, work_dir):
+            self._replace = True  # the same run, continued
+        advice = ('Move the export away, give this run another --work-dir '
+                  '(or ExportBackboneHook another out_dir), or pass '
+                  '--overwrite to tools/train.py to replace it')
+        try:
+            check_export_target(
+                out_dir,
+                None,
+                self._replace,
+                advice,
+                replacement='the export of this run, when it ends')
+        except InputError as exc:
+            return str(exc)
+        return None
+
+    def _out_dir(self, runner) -> str:
+        return self.out_dir or osp.join(runner.work_dir, 'export')
 
     def after_val_epoch(self,
                         runner,
@@ -100,13 +167,14 @@ class ExportBackboneHook(Hook):
             info['source_note'] = ('no checkpoint of the final iteration in '
                                    'the work dir; exported the in-memory '
                                    'model')
-        out_dir = self.out_dir or osp.join(runner.work_dir, 'export')
+        out_dir = self._out_dir(runner)
         meta = export_backbone(
             state_dict,
             out_dir,
             info,
             torchvision=self.torchvision,
-            source='the trained model')
+            source='the trained model',
+            overwrite=self._replace)
         written = ', '.join(sorted(meta['files']))
         top = f'{top1:.2f}' if top1 is not None else 'n/a'
         print_log(
@@ -126,3 +194,11 @@ class ExportBackboneHook(Hook):
             return None
         final = {f'epoch_{runner.epoch}.pth', f'iter_{runner.iter}.pth'}
         return osp.abspath(path) if osp.basename(path) in final else None
+
+
+def _written_by_run(sidecar: Dict[str, Any], work_dir: str) -> bool:
+    """Whether an export's sidecar names ``work_dir`` as its run's."""
+    if sidecar.get('work_dir') == work_dir:
+        return True
+    source = sidecar.get('source_checkpoint')
+    return bool(source) and osp.dirname(source) == work_dir

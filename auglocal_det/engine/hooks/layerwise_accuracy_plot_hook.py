@@ -11,9 +11,8 @@ from mmengine.model import is_model_wrapper
 from auglocal_det.errors import InputError
 from auglocal_det.evaluation import parse_layerwise_metrics
 from auglocal_det.fileio import save_json_atomic
+from auglocal_det.plot_style import new_figure, save_figure
 from auglocal_det.registry import HOOKS
-
-from .plot_style import new_figure, save_figure
 
 __all__ = ['LayerwiseAccuracyPlotHook', 'plot_layerwise_accuracy']
 

@@ -5,6 +5,7 @@ from typing import Any, Optional
 
 from mmengine.hooks import CheckpointHook, Hook
 
+from auglocal_det.engine.model_wrappers import LocalPipelineParallel
 from auglocal_det.errors import InputError
 from auglocal_det.registry import HOOKS
 
@@ -56,7 +57,6 @@ class LocalPipelineHook(Hook):
 
     @staticmethod
     def _pipeline(runner) -> Optional[Any]:
-        from auglocal_det.engine.model_wrappers import LocalPipelineParallel
         model = runner.model
         return model if isinstance(model, LocalPipelineParallel) else None
 

@@ -24,10 +24,8 @@ of training to the end of the measured iteration, then raises it to 32 MiB
 (the largest value glibc's own adaptive threshold reaches). A threshold
 the user set in the environment is left alone.
 """
-import ctypes
 import os
 import os.path as osp
-import platform
 from typing import Dict, Optional
 
 import torch
@@ -38,53 +36,18 @@ from mmengine.model import is_model_wrapper
 
 from auglocal_det.errors import InputError
 from auglocal_det.fileio import save_json_atomic
+from auglocal_det.process_memory import (
+    MMAP_THRESHOLD_ENV,
+    RSS_MMAP_THRESHOLD,
+    read_proc_status,
+    reset_peak_rss,
+    set_mmap_threshold,
+)
 from auglocal_det.registry import HOOKS
 
-__all__ = ['TrainingMemoryHook', 'read_proc_status']
+__all__ = ['TrainingMemoryHook']
 
 MIB = 2.**20
-#: mallopt's parameter number of the mmap threshold (glibc's malloc.h).
-M_MMAP_THRESHOLD = -3
-
-
-def read_proc_status(keys=('VmRSS', 'VmHWM'),
-                     path: str = '/proc/self/status') -> Dict[str, int]:
-    """Memory fields of ``/proc/self/status`` in bytes.
-
-    Args:
-        keys (Sequence[str]): Field names. Defaults to VmRSS and VmHWM.
-        path (str): The status file. Defaults to this process's.
-
-    Returns:
-        dict: Field name -> bytes, for the fields present.
-    """
-    values = {}
-    with open(path) as f:
-        for line in f:
-            name, _, rest = line.partition(':')
-            if name in keys:
-                values[name] = int(rest.split()[0]) * 1024  # kB
-    return values
-
-
-def _reset_peak() -> bool:
-    """Reset ``VmHWM`` to the current RSS; False where that is refused."""
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def _set_mmap_threshold(num_bytes: int) -> bool:
-    """Set glibc's mmap threshold; False where there is no glibc."""
-    if platform.libc_ver()[0] != 'glibc':
-        return False
-    try:
-        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, num_bytes))
-    except (OSError, AttributeError):
-        return False
 
 
 def _tensor_bytes(tensors) -> int:
@@ -138,7 +101,7 @@ class TrainingMemoryHook(Hook):
 
     def __init__(self,
                  measure_iter: int = 2,
-                 mmap_threshold: Optional[int] = 65536,
+                 mmap_threshold: Optional[int] = RSS_MMAP_THRESHOLD,
                  after_threshold: int = 32 * 2**20) -> None:
         if measure_iter < 1:
             raise InputError(
@@ -167,9 +130,9 @@ class TrainingMemoryHook(Hook):
                 'memory figures on this system', logger='current')
             return
         if (self.mmap_threshold is not None
-                and 'MALLOC_MMAP_THRESHOLD_' not in os.environ
+                and MMAP_THRESHOLD_ENV not in os.environ
                 and runner.iter <= self.measure_iter):
-            self._malloc_set = _set_mmap_threshold(self.mmap_threshold)
+            self._malloc_set = set_mmap_threshold(self.mmap_threshold)
         optimizer = getattr(runner.optim_wrapper, 'optimizer', None)
         if optimizer is None:
             print_log(
@@ -194,7 +157,9 @@ class TrainingMemoryHook(Hook):
         if runner.iter != self.measure_iter or not osp.isfile(
                 '/proc/self/status'):
             return
-        if not _reset_peak():
+        try:
+            reset_peak_rss()
+        except OSError:
             print_log(
                 'TrainingMemoryHook: /proc/self/clear_refs is not writable; '
                 'no memory figures', logger='current')
@@ -210,7 +175,7 @@ class TrainingMemoryHook(Hook):
         self._active = False
         peak = read_proc_status()['VmHWM']
         if self._malloc_set:
-            _set_mmap_threshold(self.after_threshold)
+            set_mmap_threshold(self.after_threshold)
             self._malloc_set = False
         model = self._model(runner)
         optimizer = getattr(runner.optim_wrapper, 'optimizer', None)

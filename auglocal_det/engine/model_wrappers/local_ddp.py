@@ -42,6 +42,7 @@ from auglocal_det.engine.optim_wrappers import (
     check_local_optim_wrapper,
 )
 from auglocal_det.errors import InputError
+from auglocal_det.models.classifiers import LocalImageClassifier
 from auglocal_det.registry import MODEL_WRAPPERS
 
 
@@ -114,13 +115,6 @@ class LocalDistributedDataParallel(nn.Module):
             as with MMEngine's default wrapper.
         process_group (ProcessGroup, optional): Group to reduce over.
             Defaults to None (the default group).
-
-    Attributes:
-        last_reduction (dict): Book-keeping of the last iteration (empty if
-            it only accumulated gradients): ``counts`` (parameter name ->
-            number of reductions, always 1), ``num_buckets`` (all-reduce
-            calls) and ``late`` (names reduced at the step because the model
-            never reported them).
     """
 
     def __init__(self,
@@ -128,8 +122,8 @@ class LocalDistributedDataParallel(nn.Module):
                  broadcast_buffers: bool = False,
                  process_group: Optional[dist.ProcessGroup] = None) -> None:
         super().__init__()
-        if broadcast_buffers and getattr(module, 'aux_head_offload',
-                                         None) is not None:
+        if broadcast_buffers and isinstance(module, LocalImageClassifier) \
+                and module.aux_head_offload is not None:
             raise InputError(
                 'model_wrapper_cfg.broadcast_buffers=True would broadcast '
                 "the auxiliary heads' buffers from host memory "
@@ -149,12 +143,9 @@ class LocalDistributedDataParallel(nn.Module):
         self._params = {id(p): p for p in module.parameters()}
         self._sync = False
         self._finished = False
-        self._num_buckets = 0
         self._reduced: Dict[int, int] = {}
         self._pending: List[_Bucket] = []
-        self._late: List[str] = []
         self._optim_wrapper: Optional[LocalOptimWrapper] = None
-        self.last_reduction: Dict[str, Any] = {}
         self._broadcast(list(module.parameters()) +
                         list(module.buffers()))
 
@@ -176,7 +167,7 @@ class LocalDistributedDataParallel(nn.Module):
                 offset += tensor.numel()
 
     # ----------------------------------------------------- grad reduction
-    def grads_ready(self, params: Iterable[nn.Parameter]) -> None:
+    def start_reduction(self, params: Iterable[nn.Parameter]) -> None:
         """Start the all-reduce of gradients that are final.
 
         The gradient reducer this wrapper registers on the optimizer wrapper
@@ -220,7 +211,6 @@ class LocalDistributedDataParallel(nn.Module):
             groups.setdefault((param.device, param.dtype), []).append(param)
         for group in groups.values():
             self._pending.append(_Bucket(group, self.process_group))
-            self._num_buckets += 1
 
     def _collect(self, block: bool) -> None:
         """Write back finished buckets (all of them when ``block``) and
@@ -231,7 +221,7 @@ class LocalDistributedDataParallel(nn.Module):
             bucket.finish(self.world_size)
             self._optim_wrapper.grads_final(bucket.params)
 
-    def _finish_iteration(self) -> None:
+    def _reduce_rest(self) -> None:
         """Pre-step hook: reduce what is left and wait for everything."""
         self._finished = True
         if not self._sync:
@@ -241,34 +231,23 @@ class LocalDistributedDataParallel(nn.Module):
             if p.requires_grad and key not in self._reduced
         ]
         if late:
-            self._late = [self._param_names[id(p)] for p in late]
             for p in late:
                 self._reduced[id(p)] = 1
             self._launch(late)
         self._collect(block=True)
-        self.last_reduction = dict(
-            counts={
-                self._param_names[key]: count
-                for key, count in self._reduced.items()
-            },
-            num_buckets=self._num_buckets,
-            late=list(self._late))
         self._sync = False
 
     @contextmanager
     def _reduction(self, optim_wrapper: LocalOptimWrapper) -> Iterator[None]:
         """Register the hooks for one training iteration."""
         self._sync = optim_wrapper.should_sync()
-        self.last_reduction = {}
         self._reduced = {}
-        self._late = []
         self._pending = []
-        self._num_buckets = 0
         self._finished = False
         self._optim_wrapper = optim_wrapper
         try:
-            with optim_wrapper.gradient_reducer(self.grads_ready), \
-                    optim_wrapper.pre_step_hook(self._finish_iteration):
+            with optim_wrapper.gradient_reducer(self.start_reduction), \
+                    optim_wrapper.pre_step_hook(self._reduce_rest):
                 yield
         finally:
             pending, self._pending = self._pending, []

@@ -2,11 +2,9 @@ from .layerwise_optim_wrapper import (
     AmpLayerwiseLocalOptimWrapper,
     LayerwiseLocalOptimWrapper,
 )
-from .local_optim_wrapper import (
-    AmpLocalOptimWrapper,
-    LocalOptimWrapper,
-    check_local_optim_wrapper,
-)
+from auglocal_det.local_protocol import check_local_optim_wrapper
+
+from .local_optim_wrapper import AmpLocalOptimWrapper, LocalOptimWrapper
 
 __all__ = [
     'LocalOptimWrapper', 'AmpLocalOptimWrapper', 'LayerwiseLocalOptimWrapper',

@@ -166,16 +166,10 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
             clip_grad=clip_grad,
             **kwargs)
         self._subsets: Dict[Tuple[int, ...], _SubsetOptimizer] = {}
-        self._num_layerwise_steps = 0
         self._num_checked = 0
         # the update is the first grads-final hook: it sees the gradients
         # once they are final and, under data parallelism, averaged
-        self._grads_final_hooks.append(self.update_module)
-
-    @property
-    def num_layerwise_steps(self) -> int:
-        """int: Module updates made so far in the current iteration."""
-        return self._num_layerwise_steps
+        self.grads_final_hook(self.update_module)
 
     # -------------------------------------------------------------- update
     def update_module(self, params: Iterable[nn.Parameter]) -> None:
@@ -198,7 +192,6 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
                 subset = self._subsets[key] = _SubsetOptimizer(
                     self.optimizer, params)
             self._step_subset(subset.sync(), params)
-            self._num_layerwise_steps += 1
         for param in params:
             param.grad = None
 
@@ -283,7 +276,6 @@ class LayerwiseLocalOptimWrapper(LocalOptimWrapper):
         try:
             return super().finish_iteration(step_kwargs, zero_kwargs)
         finally:
-            self._num_layerwise_steps = 0
             self._num_checked = 0
 
 

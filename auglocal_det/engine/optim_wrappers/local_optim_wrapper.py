@@ -12,15 +12,15 @@ scale K times. The wrappers here separate the two:
   of the current iteration (the same factor for every call) and, in
   :class:`AmpLocalOptimWrapper`, multiplies it by the loss scale. The
   iteration counter does not move. The caller passes ``params``, the
-  parameters whose gradients this loss made final for the iteration; right
-  after autograd returns, the wrapper calls every *grads-ready hook* with
-  them (:meth:`LocalOptimWrapper.grads_ready_hook`), then hands them to the
-  *gradient reducer* if there is one (:meth:`LocalOptimWrapper.
-  gradient_reducer`: the data-parallel wrapper starts its all-reduce), which
-  reports them to :meth:`LocalOptimWrapper.grads_final` when the reduction
-  has finished; without a reducer they go there at once. The *grads-final
-  hooks* run there (:meth:`LocalOptimWrapper.grads_final_hook`: the
-  layer-wise wrapper updates the module).
+  parameters whose gradients this loss made final for the iteration; the
+  wrapper hands them to the *gradient reducer* if one is registered
+  (:meth:`LocalOptimWrapper.gradient_reducer`: the data-parallel wrapper
+  starts their all-reduce), which reports them to
+  :meth:`LocalOptimWrapper.grads_final` once they are averaged; without a
+  reducer they go there at once. :meth:`LocalOptimWrapper.grads_final`
+  calls the *grads-final hooks* (:meth:`LocalOptimWrapper.grads_final_hook`:
+  the layer-wise wrapper updates the module there, host offload sends the
+  module's head back).
 - :meth:`LocalOptimWrapper.finish_iteration` ends the iteration: it runs the
   pre-step hooks (the distributed wrapper waits for its gradient all-reduce
   there), advances the counter once and, when an update is due, performs
@@ -29,8 +29,11 @@ scale K times. The wrappers here separate the two:
   whether the parameters were updated.
 
 This is the whole contract between a locally trained model and its
-optimizer wrapper; :func:`check_local_optim_wrapper` is where a model or
-model wrapper that needs it checks that it has it.
+optimizer wrapper. Its declaration,
+:class:`~auglocal_det.local_protocol.LocalOptimContract`, and
+:func:`~auglocal_det.local_protocol.check_local_optim_wrapper`, where a
+model or model wrapper checks that it has it, are in
+``auglocal_det/local_protocol.py``, which ``models/`` imports.
 
 :meth:`LocalOptimWrapper.update_params` keeps MMEngine's meaning (one loss,
 one backward, one iteration), so end-to-end models and hooks that call it
@@ -47,6 +50,7 @@ inf/NaN check skips the update and lowers the scale, and training stops only
 if this goes on for ``nonfinite_patience`` consecutive iterations.
 """
 import logging
+from collections import OrderedDict
 from contextlib import contextmanager
 from typing import (
     Any,
@@ -65,44 +69,22 @@ from mmengine.dist import get_world_size
 from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
 
-from auglocal_det.errors import InputTypeError, TrainingDivergedError
+from auglocal_det.errors import TrainingDivergedError
+from auglocal_det.local_protocol import (
+    GradsFinalHook,
+    LocalOptimContract,
+)
 from auglocal_det.registry import OPTIM_WRAPPERS
 
-__all__ = [
-    'LocalOptimWrapper', 'AmpLocalOptimWrapper', 'check_local_optim_wrapper'
-]
+__all__ = ['LocalOptimWrapper', 'AmpLocalOptimWrapper']
 
 PreStepHook = Callable[[], None]
-GradsReadyHook = Callable[[List[torch.nn.Parameter]], None]
-
-
-def check_local_optim_wrapper(optim_wrapper: Any, needed_by: str) -> None:
-    """Refuse an optimizer wrapper that cannot train local modules.
-
-    Args:
-        optim_wrapper: The wrapper the Runner built from
-            ``optim_wrapper`` in the config.
-        needed_by (str): Who needs it, for the message (e.g.
-            ``"LocalImageClassifier(rule='local')"``).
-
-    Raises:
-        InputTypeError: If ``optim_wrapper`` is not a
-            :class:`LocalOptimWrapper`; the message names the config key to
-            set.
-    """
-    if not isinstance(optim_wrapper, LocalOptimWrapper):
-        raise InputTypeError(
-            f'{needed_by} calls backward once per local module and steps '
-            'the optimizer once per iteration, which needs a local '
-            "optimizer wrapper: set optim_wrapper.type='LocalOptimWrapper' "
-            "(or 'AmpLocalOptimWrapper' for mixed precision, "
-            "'LayerwiseLocalOptimWrapper' to update each module at once) "
-            f'in the config; got {type(optim_wrapper).__name__}')
 
 
 @OPTIM_WRAPPERS.register_module()
-class LocalOptimWrapper(OptimWrapper):
+class LocalOptimWrapper(OptimWrapper, LocalOptimContract):
     """Optimizer wrapper for K backward passes and one step per iteration.
 
     Use it for every model whose ``train_step`` calls :meth:`backward` more
@@ -149,21 +131,14 @@ class LocalOptimWrapper(OptimWrapper):
             accumulative_counts=accumulative_counts,
             clip_grad=clip_grad,
             **kwargs)
-        self._pre_step_hooks: List[PreStepHook] = []
-        self._grads_ready_hooks: List[GradsReadyHook] = []
-        self._grads_final_hooks: List[GradsReadyHook] = []
-        self._reducer: Optional[GradsReadyHook] = None
-        self._num_backward = 0
+        self._pre_step_hooks: Dict[int, PreStepHook] = OrderedDict()
+        self._grads_final_hooks: Dict[int, GradsFinalHook] = OrderedDict()
+        self._reducers: Dict[int, GradsFinalHook] = OrderedDict()
         self.check_finite = check_finite
         self.nonfinite_patience = nonfinite_patience
         self._finite_flags: List[Tuple[Optional[str], torch.Tensor]] = []
         self._nonfinite_streak = 0
         self._sync_group: Any = None
-
-    @property
-    def num_backward(self) -> int:
-        """int: Backward calls made in the current iteration so far."""
-        return self._num_backward
 
     def backward(self,
                  loss: torch.Tensor,
@@ -184,11 +159,10 @@ class LocalOptimWrapper(OptimWrapper):
             params (Iterable[Parameter], optional): The parameters whose
                 gradients are final for the iteration once this loss has
                 been back-propagated (a local module and its auxiliary
-                head). Every grads-ready hook is called with them, in the
-                order the hooks were registered; then they go to the
-                gradient reducer if one is registered (it calls
-                :meth:`grads_final` once they are reduced), or straight to
-                :meth:`grads_final`. Defaults to None: no hook is called.
+                head). They go to the gradient reducer if one is
+                registered (it calls :meth:`grads_final` once they are
+                reduced), or straight to :meth:`grads_final`. Defaults to
+                None: no hook is called.
             name (str, optional): What the loss trains, e.g. ``'local
                 module 3 (layer1.2)'``, named if the loss is not finite.
                 Defaults to None.
@@ -199,13 +173,10 @@ class LocalOptimWrapper(OptimWrapper):
                 (name, torch.isfinite(loss.detach()).all()))
         if loss.requires_grad:
             self._backward_scaled(self.scale_loss(loss), **kwargs)
-        self._num_backward += 1
         if params is not None:
             params = list(params)
-            for hook in list(self._grads_ready_hooks):
-                hook(params)
-            if self._reducer is not None:
-                self._reducer(params)
+            if self._reducers:
+                next(iter(self._reducers.values()))(params)
             else:
                 if self._grads_final_hooks and get_world_size() > 1:
                     raise RuntimeError(
@@ -227,7 +198,7 @@ class LocalOptimWrapper(OptimWrapper):
         Args:
             params (list[Parameter]): The parameters.
         """
-        for hook in list(self._grads_final_hooks):
+        for hook in list(self._grads_final_hooks.values()):
             hook(params)
 
     def _backward_scaled(self, loss: torch.Tensor, **kwargs) -> None:
@@ -251,11 +222,10 @@ class LocalOptimWrapper(OptimWrapper):
         Returns:
             bool: Whether the parameters were updated.
         """
-        for hook in list(self._pre_step_hooks):
+        for hook in list(self._pre_step_hooks.values()):
             hook()
         self._check_finite_losses()
         self._inner_count += 1
-        self._num_backward = 0
         if not self.should_update():
             return False
         self.step(**(step_kwargs or {}))
@@ -291,26 +261,17 @@ class LocalOptimWrapper(OptimWrapper):
             return
         where = (f'non-finite loss (NaN or Inf) in {", ".join(names)} at '
                  f'iteration {self._inner_count + 1}')
-        if isinstance(self, AmpOptimWrapper):
-            self._nonfinite_streak += 1
-            if self._nonfinite_streak <= self.nonfinite_patience:
-                print_log(
-                    f'{where}: the AMP loss scaler skips this update and '
-                    f'lowers the loss scale from '
-                    f'{self.loss_scaler.get_scale():g}',
-                    logger='current',
-                    level=logging.WARNING)
-                return
-            raise TrainingDivergedError(
-                f'{where}: {self._nonfinite_streak} consecutive iterations '
-                'with a non-finite loss, although the AMP loss scaler '
-                f'lowered the loss scale to {self.loss_scaler.get_scale():g}'
-                ' (optim_wrapper.nonfinite_patience is '
-                f'{self.nonfinite_patience}): '
-                'training diverged (this is not an fp16 overflow). Lower '
-                'the learning rate (optim_wrapper.optimizer.lr) or clip '
-                'gradients (optim_wrapper.clip_grad), then continue from the '
-                'last checkpoint with --resume')
+        self._nonfinite(where)
+
+    def _nonfinite(self, where: str) -> None:
+        """Stop training: a loss of the iteration is not finite.
+
+        Args:
+            where (str): Which losses, at which iteration.
+
+        Raises:
+            TrainingDivergedError: Always.
+        """
         raise TrainingDivergedError(
             f'{where}. Training stopped before the iteration ended, so no '
             'checkpoint holds the result. Lower the learning rate '
@@ -333,20 +294,61 @@ class LocalOptimWrapper(OptimWrapper):
         self.backward(loss)
         self.finish_iteration(step_kwargs, zero_kwargs)
 
-    @contextmanager
-    def pre_step_hook(self, hook: PreStepHook) -> Iterator[None]:
-        """Call ``hook()`` in every :meth:`finish_iteration` of the context.
+    def pre_step_hook(self, hook: PreStepHook) -> RemovableHandle:
+        """Register ``hook()``, called by every :meth:`finish_iteration`.
 
         The hook runs before the counter advances and before the step, also
         in iterations that only accumulate gradients.
-        ``LocalDistributedDataParallel`` uses it to wait for its gradient
-        all-reduce.
+        ``LocalDistributedDataParallel`` waits for its all-reduce there.
 
         Args:
             hook (callable): Function without arguments.
+
+        Returns:
+            RemovableHandle: ``remove()`` unregisters the hook, and so does
+            the end of a ``with`` block on it.
         """
-        with self._registered(self._pre_step_hooks, hook):
-            yield
+        return self._register(self._pre_step_hooks, hook)
+
+    def grads_final_hook(self, hook: GradsFinalHook) -> RemovableHandle:
+        """Register ``hook(params)``, called whenever :meth:`grads_final`
+        reports ``params`` (their gradients final and reduced).
+
+        ``LayerwiseLocalOptimWrapper`` updates the module there; host
+        offload then sends the module's head back. Hooks run in the order
+        of registration.
+
+        Args:
+            hook (callable): Function of the list of parameters.
+
+        Returns:
+            RemovableHandle: As for :meth:`pre_step_hook`.
+        """
+        return self._register(self._grads_final_hooks, hook)
+
+    def gradient_reducer(self, reducer: GradsFinalHook) -> RemovableHandle:
+        """Hand the parameters of every :meth:`backward` to ``reducer``
+        instead of :meth:`grads_final`.
+
+        The reducer (``LocalDistributedDataParallel`` registers one per
+        iteration) starts averaging their gradients over the processes and
+        calls :meth:`grads_final` with them once that has finished, at the
+        latest from a pre-step hook. One reducer at a time.
+
+        Args:
+            reducer (callable): Function of the list of parameters.
+
+        Returns:
+            RemovableHandle: As for :meth:`pre_step_hook`.
+
+        Raises:
+            RuntimeError: If a reducer is registered already.
+        """
+        if self._reducers:
+            raise RuntimeError(
+                'a gradient reducer is registered already: the model is '
+                'wrapped for data-parallel training twice')
+        return self._register(self._reducers, reducer)
 
     @contextmanager
     def sync_group(self, group: Any) -> Iterator[None]:
@@ -366,67 +368,12 @@ class LocalOptimWrapper(OptimWrapper):
         finally:
             self._sync_group = previous
 
-    @contextmanager
-    def grads_ready_hook(self, hook: GradsReadyHook) -> Iterator[None]:
-        """Call ``hook(params)`` after every :meth:`backward` of the
-        context that reports ``params``.
-
-        ``params`` are the parameters whose gradients the loss made final
-        for the iteration. ``LocalDistributedDataParallel`` starts their
-        all-reduce here, while the model computes its next modules.
-
-        Args:
-            hook (callable): Function of the list of parameters.
-        """
-        with self._registered(self._grads_ready_hooks, hook):
-            yield
-
-    @contextmanager
-    def grads_final_hook(self, hook: GradsReadyHook) -> Iterator[None]:
-        """Call ``hook(params)`` whenever :meth:`grads_final` reports
-        ``params`` in the context (their gradients final and reduced);
-        ``LayerwiseLocalOptimWrapper`` updates the module there.
-
-        Args:
-            hook (callable): Function of the list of parameters.
-        """
-        with self._registered(self._grads_final_hooks, hook):
-            yield
-
-    @contextmanager
-    def gradient_reducer(self, reducer: GradsReadyHook) -> Iterator[None]:
-        """Hand the parameters of every :meth:`backward` of the context
-        to ``reducer`` instead of :meth:`grads_final`.
-
-        The reducer (``LocalDistributedDataParallel`` registers one per
-        iteration) starts averaging their gradients over the processes and
-        calls :meth:`grads_final` with them once that has finished, at the
-        latest from a pre-step hook. One reducer at a time.
-
-        Args:
-            reducer (callable): Function of the list of parameters.
-
-        Raises:
-            RuntimeError: If a reducer is registered already.
-        """
-        if self._reducer is not None:
-            raise RuntimeError(
-                'a gradient reducer is registered already: the model is '
-                'wrapped for data-parallel training twice')
-        self._reducer = reducer
-        try:
-            yield
-        finally:
-            self._reducer = None
-
     @staticmethod
-    @contextmanager
-    def _registered(hooks: List[Callable], hook: Callable) -> Iterator[None]:
-        hooks.append(hook)
-        try:
-            yield
-        finally:
-            hooks.remove(hook)
+    def _register(hooks: Dict[int, Callable],
+                  hook: Callable) -> RemovableHandle:
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -452,3 +399,34 @@ class AmpLocalOptimWrapper(LocalOptimWrapper, AmpOptimWrapper):
     def _backward_scaled(self, loss: torch.Tensor, **kwargs) -> None:
         """Run autograd on the loss multiplied by the loss scale."""
         self.loss_scaler.scale(loss).backward(**kwargs)
+
+    def _nonfinite(self, where: str) -> None:
+        """Let the loss scaler skip the update of a non-finite iteration,
+        unless that has gone on for ``nonfinite_patience`` iterations.
+
+        Args:
+            where (str): Which losses, at which iteration.
+
+        Raises:
+            TrainingDivergedError: After more than ``nonfinite_patience``
+                consecutive iterations with a non-finite loss.
+        """
+        self._nonfinite_streak += 1
+        if self._nonfinite_streak <= self.nonfinite_patience:
+            print_log(
+                f'{where}: the AMP loss scaler skips this update and '
+                f'lowers the loss scale from '
+                f'{self.loss_scaler.get_scale():g}',
+                logger='current',
+                level=logging.WARNING)
+            return
+        raise TrainingDivergedError(
+            f'{where}: {self._nonfinite_streak} consecutive iterations '
+            'with a non-finite loss, although the AMP loss scaler '
+            f'lowered the loss scale to {self.loss_scaler.get_scale():g}'
+            ' (optim_wrapper.nonfinite_patience is '
+            f'{self.nonfinite_patience}): '
+            'training diverged (this is not an fp16 overflow). Lower '
+            'the learning rate (optim_wrapper.optimizer.lr) or clip '
+            'gradients (optim_wrapper.clip_grad), then continue from the '
+            'last checkpoint with --resume')

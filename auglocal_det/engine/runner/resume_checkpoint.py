@@ -14,6 +14,13 @@ corrupt one fails a checksum), and on a problem it names the file, where
 its path came from, and the newest good checkpoint in the same folder.
 With ``fallback=True`` (``--resume-fallback``) it logs the problem and
 resumes from that checkpoint instead.
+
+The search for that checkpoint unpickles nothing: a candidate counts as
+good only if it is in torch's zip format, passes its checksums and its
+pickle names no type outside the package's allowlist
+(:func:`~auglocal_det.engine.runner.checkpoint.disallowed_globals` reads
+the instructions without running them). A file in torch's legacy format
+cannot be checked that way and is never proposed.
 """
 import glob
 import logging
@@ -21,32 +28,47 @@ import os.path as osp
 import zipfile
 from typing import List, Optional
 
-import torch
 from mmengine.logging import print_log
 
 from auglocal_det.errors import InputError, InputFileNotFoundError
 
+from .checkpoint import (
+    TRUST_OPTION,
+    UnsafeCheckpointError,
+    disallowed_globals,
+    load_local_checkpoint,
+)
+
 __all__ = [
-    'checkpoint_problem', 'previous_good_checkpoint',
-    'resolve_resume_checkpoint'
+    'checkpoint_problem', 'named_resume_checkpoint',
+    'previous_good_checkpoint', 'resolve_resume_checkpoint'
 ]
 
 _PATTERNS = ('epoch_*.pth', 'iter_*.pth')
 
 
-def checkpoint_problem(path: str) -> Optional[str]:
+def checkpoint_problem(path: str,
+                       trust: bool = False,
+                       scan: bool = False) -> Optional[str]:
     """What is wrong with the checkpoint file ``path``, if anything.
 
-    Reads the whole file once (the zip members' CRC-32 checksums) but
-    unpickles nothing, except for a file in torch's legacy (non-zip)
-    format, which is loaded on the CPU.
+    Reads the whole file once (the zip members' CRC-32 checksums) and the
+    instructions of its pickle, but runs none of them. A file in torch's
+    legacy (non-zip) format is loaded on the CPU by the safe loader (in
+    full with ``trust``), or, with ``scan``, reported as uncheckable.
 
     Args:
         path (str): The checkpoint file.
+        trust (bool): The user vouched for the file
+            (``--trust-checkpoint``): types outside the allowlist are no
+            problem. Defaults to False.
+        scan (bool): The file is a candidate the user did not name:
+            unpickle nothing at all. Defaults to False.
 
     Returns:
         str | None: None for a readable file, otherwise the reason
-        (missing, empty, truncated, a failed checksum, ...).
+        (missing, empty, truncated, a failed checksum, a type outside the
+        allowlist, ...).
     """
     if not osp.exists(path):
         return 'the file does not exist'
@@ -69,18 +91,35 @@ def checkpoint_problem(path: str) -> Optional[str]:
         if bad is not None:
             return (f'it is corrupt: the checksum of its member {bad!r} '
                     'does not match')
+        if trust:
+            return None
+        try:
+            types = disallowed_globals(path)
+        except (ValueError, OSError) as exc:
+            return str(exc)
+        if types:
+            return _unsafe(', '.join(repr(t) for t in types))
         return None
     with open(path, 'rb') as f:
         if f.read(4) == b'PK\x03\x04':  # a zip archive without its end
             return (f'it is truncated ({size} bytes): the zip archive '
                     'torch.save writes has no central directory')
+    if scan:
+        return ("it is in torch's legacy format, which cannot be checked "
+                'without unpickling it')
     try:
-        # trusted: the --resume file of the user's own run
-        torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as exc:  # truncated, corrupt or not a checkpoint
-        return (f'it is truncated or corrupt ({size} bytes; '
-                f'{type(exc).__name__}: {exc})')
+        load_local_checkpoint(path, map_location='cpu', trust=trust)
+    except UnsafeCheckpointError as exc:
+        return _unsafe(exc.needs)
+    except InputError as exc:  # truncated, corrupt or not a checkpoint
+        return f'it is truncated or corrupt ({size} bytes; {exc})'
     return None
+
+
+def _unsafe(needs: str) -> str:
+    return (f'unpickling it needs {needs}, which no checkpoint of this '
+            'package holds (unpickling runs the code a file names; add '
+            f'{TRUST_OPTION} if you trust the file)')
 
 
 def _candidates(folder: str, exclude: str) -> List[str]:
@@ -98,7 +137,8 @@ def _candidates(folder: str, exclude: str) -> List[str]:
 def previous_good_checkpoint(folder: str,
                              exclude: str = '') -> Optional[str]:
     """The newest checkpoint of ``folder`` (by modification time) that
-    passes :func:`checkpoint_problem`, other than ``exclude``.
+    passes :func:`checkpoint_problem` as a candidate (nothing is
+    unpickled), other than ``exclude``.
 
     Args:
         folder (str): The checkpoint folder (usually the work dir).
@@ -109,7 +149,7 @@ def previous_good_checkpoint(folder: str,
     """
     exclude = osp.abspath(exclude) if exclude else ''
     for path in _candidates(osp.abspath(folder), exclude):
-        if checkpoint_problem(path) is None:
+        if checkpoint_problem(path, scan=True) is None:
             return path
     return None
 
@@ -119,9 +159,30 @@ def _read_last_checkpoint(last_file: str) -> str:
         return f.read().strip()
 
 
+def named_resume_checkpoint(work_dir: str, resume: str) -> Optional[str]:
+    """The checkpoint the user named for ``--resume``.
+
+    Args:
+        work_dir (str): The run's work dir.
+        resume (str): ``'auto'`` or a path, as for
+            :func:`resolve_resume_checkpoint`.
+
+    Returns:
+        str | None: ``resume`` itself, or for ``'auto'`` the file named in
+        ``<work_dir>/last_checkpoint`` (None if there is none).
+    """
+    if resume != 'auto':
+        return resume
+    last_file = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(last_file):
+        return None
+    return _read_last_checkpoint(last_file) or None
+
+
 def resolve_resume_checkpoint(work_dir: str,
                               resume: str,
-                              fallback: bool = False) -> Optional[str]:
+                              fallback: bool = False,
+                              trust: bool = False) -> Optional[str]:
     """The checkpoint a ``--resume`` run should load, checked.
 
     Args:
@@ -131,6 +192,10 @@ def resolve_resume_checkpoint(work_dir: str,
         fallback (bool): On a problem, resume from the newest good
             checkpoint of the folder instead of stopping (the problem is
             logged). Defaults to False.
+        trust (bool): The user vouched for the named checkpoint
+            (``--trust-checkpoint``): it may need types outside the
+            allowlist. Never extends to the checkpoint a fallback picks.
+            Defaults to False.
 
     Returns:
         str | None: The path to resume from, or None to keep MMEngine's
@@ -156,7 +221,7 @@ def resolve_resume_checkpoint(work_dir: str,
                        'checkpoint of the run)')
             path = ''
         else:
-            reason = checkpoint_problem(path)
+            reason = checkpoint_problem(path, trust=trust)
             if reason is None:
                 return None
             problem = f'the checkpoint {path!r} ({origin}) is unusable: ' \
@@ -165,7 +230,7 @@ def resolve_resume_checkpoint(work_dir: str,
             osp.dirname(path) or '.') else work_dir
     else:
         path = resume
-        reason = checkpoint_problem(path)
+        reason = checkpoint_problem(path, trust=trust)
         if reason is None:
             return path
         problem = f'the checkpoint {path!r} given to --resume is ' \

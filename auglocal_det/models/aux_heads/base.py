@@ -18,12 +18,12 @@ LossWeight = Union[float, Sequence[float]]
 class AuxBatch:
     """What an auxiliary head may need besides the features.
 
-    The [0, 1] images are made only when a head first reads them (InfoPro's
-    reconstruction target): the other rules never pay for the copy (73.5 MiB
-    for a batch of 128 ImageNet crops). The batch holds no reference to the
-    network input, so that the training loop can let go of it after the
-    first local module (see ``LocalImageClassifier.local_steps``), unless
-    ``make_images`` needs it.
+    The [0, 1] images are made only when a head first reads them. InfoPro's
+    reconstruction target is the one reader, so the other rules never pay
+    for the copy. The batch holds no reference to the network input. The
+    training loop can therefore let go of it after the first local module
+    (see ``LocalImageClassifier.local_steps``), unless ``make_images``
+    needs it.
 
     Args:
         labels (Tensor): Class labels of shape (N,), dtype long.

@@ -14,14 +14,13 @@ from auglocal_det.errors import InputError
 from auglocal_det.registry import MODELS
 
 from ..layers import (
-    BasicBlock,
-    Bottleneck,
     LeanStem,
     LocalLayerSpec,
     build_norm_layer,
     make_res_layer,
 )
 from .pretrained import check_backbone_checkpoint
+from .resnet_depths import CIFAR_RESNETS, IMAGENET_RESNETS, resnet_arch_name
 
 __all__ = [
     'LocalResNet', 'LocalCifarResNet', 'resnet_archs', 'resnet_arch_name',
@@ -97,13 +96,7 @@ class LocalResNet(BaseModule):
             convolutions and weight 1 / bias 0 for norm layers.
     """
 
-    arch_settings = {
-        18: (BasicBlock, (2, 2, 2, 2)),
-        34: (BasicBlock, (3, 4, 6, 3)),
-        50: (Bottleneck, (3, 4, 6, 3)),
-        101: (Bottleneck, (3, 4, 23, 3)),
-        152: (Bottleneck, (3, 8, 36, 3)),
-    }
+    arch_settings = IMAGENET_RESNETS
     #: Largest number of stages of this family.
     max_stages = 4
 
@@ -404,13 +397,7 @@ class LocalCifarResNet(LocalResNet):
         **kwargs: The other arguments of :class:`LocalResNet`.
     """
 
-    arch_settings = {
-        20: (BasicBlock, (3, 3, 3)),
-        32: (BasicBlock, (5, 5, 5)),
-        44: (BasicBlock, (7, 7, 7)),
-        56: (BasicBlock, (9, 9, 9)),
-        110: (BasicBlock, (18, 18, 18)),
-    }
+    arch_settings = CIFAR_RESNETS
     max_stages = 3
     stem_stride = 1
 
@@ -465,25 +452,6 @@ def resnet_archs() -> Dict[str, Tuple[type, int]]:
         for cls in (LocalResNet, LocalCifarResNet)
         for depth in cls.arch_settings
     }
-
-
-def resnet_arch_name(block: str,
-                     stage_blocks: Sequence[int]) -> Optional[str]:
-    """Name of the ResNet with this block type and blocks per stage.
-
-    Args:
-        block (str): ``'BasicBlock'`` or ``'Bottleneck'``.
-        stage_blocks (Sequence[int]): Blocks per stage, e.g. (3, 4, 6, 3).
-
-    Returns:
-        str or None: E.g. ``'resnet34'``; None for no standard ResNet.
-    """
-    for name, (cls, depth) in resnet_archs().items():
-        block_cls, blocks = cls.arch_settings[depth]
-        if block_cls.__name__ == block and tuple(blocks) == tuple(
-                stage_blocks):
-            return name
-    return None
 
 
 def num_local_layers(arch: str) -> int:

@@ -10,6 +10,7 @@ turns each of these cases into an error that names the file and says what
 to do.
 """
 import os.path as osp
+import pickle
 import re
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -23,6 +24,9 @@ from auglocal_det.errors import (
     InputFileNotFoundError,
     UnreadableFileError,
 )
+from auglocal_det.safe_load import disallowed_globals
+
+from .resnet_depths import resnet_arch_name
 
 __all__ = ['check_backbone_checkpoint', 'describe_resnet_state_dict']
 
@@ -102,9 +106,6 @@ def describe_resnet_state_dict(keys: Sequence[str]) -> Optional[str]:
         return None
     stages = tuple(blocks[i] for i in sorted(blocks))
     block = 'Bottleneck' if bottleneck else 'BasicBlock'
-    # imported here: the backbones' module imports this one
-    from .local_resnet import resnet_arch_name
-
     arch = resnet_arch_name(block, stages)
     name = f'ResNet-{arch[len("resnet"):]}' if arch else \
         'a ResNet-like network'
@@ -131,14 +132,49 @@ def _load(path: str, map_location: Any) -> Any:
         # weights only, as MMEngine's Pretrained initializer reads it
         return torch.load(local, map_location=map_location,
                           weights_only=True)
-    except Exception as exc:  # corrupt, truncated or a full checkpoint
+    except pickle.UnpicklingError as exc:  # a full checkpoint, or worse
+        raise UnreadableFileError(_unpickling_message(path, local,
+                                                      exc)) from exc
+    except Exception as exc:  # corrupt, truncated or not a checkpoint
         first_line = (str(exc).strip().splitlines() or [''])[0]
         raise UnreadableFileError(
             f'pretrained backbone {path!r} is not a readable checkpoint of '
-            f'weights ({type(exc).__name__}: {first_line}). A full training '
-            'checkpoint holds more than tensors: export its backbone with '
-            f'`python tools/model_converters/export_backbone.py {path}` and '
-            f'point {_CFG_KEY} at the backbone.pth it writes') from exc
+            f'weights ({type(exc).__name__}: {first_line}): the file is '
+            f'truncated, corrupt or of another format. Point {_CFG_KEY} at '
+            'a backbone.pth written by the export') from exc
+
+
+def _unpickling_message(path: str, local: str, exc: Exception) -> str:
+    """The error for a file that needs more than weights to unpickle.
+
+    The export is advised only for a file whose pickle names nothing
+    beyond the types of this package's training checkpoints (read without
+    unpickling it), which the exporter loads safely.
+    """
+    try:
+        others = disallowed_globals(local)
+    except (ValueError, OSError):
+        others = None
+    if others == []:
+        return (f'pretrained backbone {path!r} is not a readable checkpoint '
+                'of weights: it holds the numpy values and message hub of a '
+                'full training checkpoint. Export its backbone with '
+                f'`python tools/model_converters/export_backbone.py {path}` '
+                f'and point {_CFG_KEY} at the backbone.pth it writes')
+    if others is None:  # legacy format: torch's message names the type
+        others = re.findall(r'GLOBAL (\S+) was not', str(exc))
+    if not others:
+        first_line = (str(exc).strip().splitlines() or [''])[0]
+        return (f'pretrained backbone {path!r} is not a readable checkpoint '
+                f'of weights (UnpicklingError: {first_line}): the file is '
+                'truncated, corrupt or of another format. Point '
+                f'{_CFG_KEY} at a backbone.pth written by the export')
+    needs = ', '.join(repr(t) for t in others)
+    return (f'pretrained backbone {path!r} was not loaded: unpickling it '
+            f'needs {needs}, which neither an exported backbone nor a '
+            'training checkpoint of this package holds (unpickling runs the '
+            f'code a file names). Point {_CFG_KEY} at a backbone.pth '
+            'written by the export of a run you trust')
 
 
 def _missing_message(path: str) -> str:

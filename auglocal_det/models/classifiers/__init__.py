@@ -1,4 +1,4 @@
-from .local_image_classifier import GlobalPoolFcHead, LocalImageClassifier
+from .local_image_classifier import LocalImageClassifier
 from .mlaan_image_classifier import MLAANImageClassifier
 
-__all__ = ['LocalImageClassifier', 'GlobalPoolFcHead', 'MLAANImageClassifier']
+__all__ = ['LocalImageClassifier', 'MLAANImageClassifier']

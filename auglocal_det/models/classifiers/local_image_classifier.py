@@ -1,6 +1,6 @@
 """Image classifier trained by supervised local learning.
 
-The iteration is written once, here, as a contract between three parts:
+The iteration is written once, as a contract between three parts:
 
 - :meth:`LocalImageClassifier.forward_modules`, the one loop over the local
   modules (each runs on the detached output of the previous one);
@@ -9,107 +9,43 @@ The iteration is written once, here, as a contract between three parts:
   and the parameters whose gradients the loss makes final
   (:class:`LocalStep`). A rule with other losses (MLAAN) overrides this
   generator and nothing else of the iteration;
-- :meth:`LocalImageClassifier.train_step`, which back-propagates each step
-  through ``optim_wrapper.backward(loss, params=...)`` as soon as it exists,
-  ends the iteration with ``optim_wrapper.finish_iteration()`` and then
-  calls :meth:`LocalImageClassifier.after_update` if the parameters moved.
+- ``run_iteration`` (:class:`LocalTrainingMixin`, ``local_training.py``),
+  the one driver of a training iteration, which ``train_step`` is.
 
-``loss()`` (the reference definition), ``extract_feat``, ``predict`` and
-the FLOP counter consume the same generators.
+``loss()`` (the reference definition), ``extract_feat``, ``predict``
+(:class:`LocalPredictionMixin`, ``local_prediction.py``) and the FLOP
+counter consume the same generators.
 """
 import inspect
 import itertools
 from collections import OrderedDict
-from contextlib import contextmanager
-from typing import (
-    Dict,
-    Iterator,
-    List,
-    NamedTuple,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModel
-from mmengine.optim import OptimWrapper
 
-from auglocal_det.engine.optim_wrappers import (
-    LayerwiseLocalOptimWrapper,
-    LocalOptimWrapper,
-    check_local_optim_wrapper,
-)
 from auglocal_det.errors import InputError
-from auglocal_det.registry import MODELS
+from auglocal_det.local_protocol import AuxHeadPlacement
+from auglocal_det.registry import AUX_HEAD_PLACEMENTS, MODELS
 from auglocal_det.structures import ClsDataSample
 
 from ..aux_heads import AuxBatch, build_aux_heads
-from ..layers import HostOffload
+from ..heads import GlobalPoolFcHead
+from .local_prediction import LocalPredictionMixin
+from .local_training import LocalStep, LocalTrainingMixin
 
-__all__ = ['GlobalPoolFcHead', 'LocalImageClassifier', 'LocalStep']
+__all__ = ['LocalImageClassifier', 'LocalStep']
 
 #: ImageNet mean and standard deviation of RGB images in [0, 255].
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
-class GlobalPoolFcHead(nn.Module):
-    """The network's own classifier: global average pooling and one FC.
-
-    The linear layer is ``fc``, so a classifier's parameters are
-    ``head.fc.weight`` and ``head.fc.bias`` (torchvision's ``fc.*``).
-
-    Args:
-        in_channels (int): Channels of the last feature map.
-        num_classes (int): Number of classes.
-    """
-
-    def __init__(self, in_channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_channels, num_classes)
-
-    def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (N, num_classes) from features (N, C, H, W)."""
-        return self.fc(torch.flatten(self.pool(feat), 1))
-
-
-class LocalStep(NamedTuple):
-    """One local loss of an iteration and what it trains.
-
-    Attributes:
-        index (int): Index j of the local module whose loss this is.
-        name (str): Readable description, e.g. ``'local module 3
-            (layer1.2, loss_l03)'``, for messages.
-        output (Tensor): Output of module j (what module j + 1 reads,
-            after detaching).
-        loss (Tensor): The local loss (the sum of ``losses``).
-        losses (dict[str, Tensor]): The loss's weighted parts, as the head
-            named them (``loss_ce``, ``loss_rec``, ...).
-        logits (dict[str, Tensor]): Class predictions to report the
-            accuracy of, by suffix: ``''`` is logged as ``acc_lXX``, another
-            key ``k`` as ``acc_lXX_k``. Empty for a head without any.
-        params (list[Parameter]): The parameters whose gradients are final
-            for the iteration once ``loss`` has been back-propagated.
-    """
-
-    index: int
-    name: str
-    output: torch.Tensor
-    loss: torch.Tensor
-    losses: Dict[str, torch.Tensor]
-    logits: Dict[str, torch.Tensor]
-    params: List[nn.Parameter]
-
-
 @MODELS.register_module()
-class LocalImageClassifier(BaseModel):
+class LocalImageClassifier(LocalTrainingMixin, LocalPredictionMixin,
+                           BaseModel):
     """Image classifier whose local modules each learn from their own loss.
 
     The backbone's local layers (``backbone.local_layers()``: the stem and
@@ -158,11 +94,9 @@ class LocalImageClassifier(BaseModel):
             preprocessor. Defaults to MMEngine's ``ImgDataPreprocessor``
             with ImageNet mean/std and ``bgr_to_rgb=False`` (the datasets
             emit RGB).
-        train_cfg (dict, optional): Training options, kept for
-            compatibility with MMEngine configs. Defaults to None.
         aux_head_offload (dict, optional): Keep the auxiliary heads'
             parameters, buffers and optimizer state in host memory between
-            their uses (:class:`~auglocal_det.models.layers.HostOffload`;
+            their uses (``HostOffload`` of ``engine/offload``;
             keys ``host``, default ``'cpu'``, or ``'file'`` for training
             on the CPU (memory-mapped files, out of the process's resident
             memory between uses), ``pin_memory`` and ``directory``, where
@@ -199,7 +133,6 @@ class LocalImageClassifier(BaseModel):
                  split_points: Optional[Sequence[int]] = None,
                  rule: str = 'local',
                  data_preprocessor: Optional[dict] = None,
-                 train_cfg: Optional[dict] = None,
                  aux_head_offload: Optional[dict] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         if data_preprocessor is None:
@@ -222,7 +155,6 @@ class LocalImageClassifier(BaseModel):
         self.rule = rule
         self.num_classes = num_classes
         self.image_size = image_size
-        self.train_cfg = dict(train_cfg or {})
 
         # Training from scratch updates the BN statistics; the backbone's
         # own default (mmdet's norm_eval=True) is the fine-tuning setting.
@@ -250,34 +182,34 @@ class LocalImageClassifier(BaseModel):
             image_size=image_size)
 
         head = dict(head or {})
+        head.setdefault('type', GlobalPoolFcHead)
         head.setdefault('in_channels', specs[-1].out_channels)
-        if 'type' in head:  # another registered head, e.g. VGG's
-            self.head = MODELS.build(dict(num_classes=num_classes, **head))
-        else:
-            self.head = GlobalPoolFcHead(num_classes=num_classes, **head)
+        self.head = MODELS.build(dict(num_classes=num_classes, **head))
         width = max(2, len(str(self.num_modules - 1)))
         self._tags = [f'l{j:0{width}d}' for j in range(self.num_modules)]
-        self._offload: Optional[HostOffload] = None
-        self._offload_optimizer: Optional[torch.optim.Optimizer] = None
-        self._offload_hooked: set = set()
+        self._offload: Optional[AuxHeadPlacement] = None
+        #: where the heads are between their uses
+        self.head_placement = AuxHeadPlacement()
         if aux_head_offload is not None:
             self._offload = self._build_offload(aux_head_offload)
+            self.head_placement = self._offload
 
-    def _build_offload(self, cfg: dict) -> HostOffload:
-        """The :class:`HostOffload` of ``model.aux_head_offload``."""
+    def _build_offload(self, cfg: dict) -> AuxHeadPlacement:
+        """The ``HostOffload`` of ``model.aux_head_offload``."""
         if self.rule == 'bp':
             raise InputError(
                 "model.aux_head_offload needs auxiliary heads; model.rule="
                 "'bp' has none")
-        # HostOffload's own keyword arguments, all but the modules
-        known = list(inspect.signature(HostOffload).parameters)[1:]
+        offload_type = AUX_HEAD_PLACEMENTS.get('HostOffload')
+        # its own keyword arguments, all but the modules
+        known = list(inspect.signature(offload_type).parameters)[1:]
         unknown = sorted(set(cfg) - set(known))
         if unknown:
             raise InputError(
                 f'model.aux_head_offload has unknown keys {unknown}; it '
                 f'takes {", ".join(map(repr, known))}')
         try:
-            return HostOffload(self.aux_heads, **cfg)
+            return offload_type(self.aux_heads, **cfg)
         except RuntimeError as err:  # torch.device of a bad string
             raise InputError(
                 f'model.aux_head_offload.host={cfg.get("host")!r}: '
@@ -286,7 +218,7 @@ class LocalImageClassifier(BaseModel):
             raise InputError(f'model.aux_head_offload: {err}') from None
 
     @property
-    def aux_head_offload(self) -> Optional[HostOffload]:
+    def aux_head_offload(self) -> Optional[AuxHeadPlacement]:
         """HostOffload: Where the auxiliary heads rest between uses (None
         without ``aux_head_offload``)."""
         return self._offload
@@ -294,14 +226,29 @@ class LocalImageClassifier(BaseModel):
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         # called first by state_dict() (and by MMEngine's checkpoint
         # writer): the host copies must be complete before they are read
-        if self._offload is not None:
-            self._offload.synchronize()
+        self.head_placement.synchronize()
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def _load_from_state_dict(self, *args, **kwargs):
-        if self._offload is not None:
-            self._offload.synchronize()
+        self.head_placement.synchronize()
         super()._load_from_state_dict(*args, **kwargs)
+
+    def pipeline_refusal(self, num_stages: int) -> Optional[str]:
+        """Why the model cannot be trained as a pipeline of ``num_stages``
+        stages with the updates of sequential training, or None if it can.
+        """
+        if self.rule == 'bp':
+            return ("model.rule='bp' cannot be pipelined: end-to-end "
+                    "backpropagation's backward crosses every stage; use "
+                    "rule='local' or model_wrapper_cfg.type="
+                    "'LocalDistributedDataParallel'")
+        if self._offload is not None:
+            return ('model.aux_head_offload sends each auxiliary head back '
+                    'to host memory after its per-layer update, which '
+                    'LocalPipelineParallel does not make (it takes one '
+                    'optimizer step per update); set model.aux_head_offload'
+                    '=None')
+        return None
 
     @staticmethod
     def _split(split_points: Optional[Sequence[int]],
@@ -366,10 +313,19 @@ class LocalImageClassifier(BaseModel):
         return itertools.chain(module.parameters(), loss_head.parameters())
 
     # ------------------------------------------------------------ helpers
-    def _aux_batch(self, inputs: torch.Tensor,
+    def aux_batch(self, inputs: torch.Tensor,
                    data_samples: Optional[List[ClsDataSample]]) -> AuxBatch:
-        """Labels of a batch, and its [0, 1] images on demand when a head
-        reads them (only then does the batch keep ``inputs`` alive)."""
+        """What the heads read besides the features.
+
+        Args:
+            inputs (Tensor): Preprocessed images.
+            data_samples (list[ClsDataSample]): Samples with ``gt_label``.
+
+        Returns:
+            AuxBatch: The labels, and the [0, 1] images on demand when a
+            head reads them (only then does the batch keep ``inputs``
+            alive).
+        """
         if not data_samples:
             raise InputError(
                 'training needs data_samples with gt_label (check the '
@@ -417,11 +373,7 @@ class LocalImageClassifier(BaseModel):
             and the logits (or None).
         """
         if index < self.num_aux:
-            if self._offload is not None:
-                self._offload.fetch(index, feat.device,
-                                    self._offload_optimizer)
-                self._offload.prefetch(index + 1, feat.device,
-                                       self._offload_optimizer)
+            self.head_placement.before_loss(index, feat.device)
             losses, logits = self.aux_heads[index].loss(feat, batch)
             if not losses:
                 raise RuntimeError(
@@ -441,40 +393,6 @@ class LocalImageClassifier(BaseModel):
         if last != first:
             names += f' .. {self.layer_specs[last].name}'
         return f'local module {index} ({names}, loss_{self._tag(index)})'
-
-    def step_log(self, step: LocalStep,
-                 labels: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Detached loss, parts and accuracies of one step, for logging.
-
-        Args:
-            step (LocalStep): The step.
-            labels (Tensor): Ground-truth labels of the batch.
-
-        Returns:
-            dict[str, Tensor]: ``loss_<tag>``; ``<tag>_<part>`` for every
-            part when the loss has several; ``acc_<tag>`` (and
-            ``acc_<tag>_<k>``) for the step's logits, where ``<tag>`` is
-            ``lXX`` (``cls`` for BP).
-        """
-        tag = self._tag(step.index)
-        out: Dict[str, torch.Tensor] = OrderedDict()
-        out[f'loss_{tag}'] = step.loss.detach()
-        if len(step.losses) > 1:
-            for name, value in step.losses.items():
-                part = name[len('loss'):] if name.startswith(
-                    'loss') else name
-                out[f'{tag}_{part.strip("_") or "part"}'] = value.detach()
-        for key, logits in step.logits.items():
-            out['_'.join(filter(None, ('acc', tag, key)))] = self._top1(
-                logits, labels)
-        return out
-
-    @staticmethod
-    def _top1(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Top-1 accuracy in percent (a detached scalar tensor)."""
-        with torch.no_grad():
-            correct = logits.argmax(dim=1).eq(labels).float()
-            return correct.mean() * 100.
 
     # ------------------------------------------------------------ forward
     def forward(self,
@@ -576,10 +494,6 @@ class LocalImageClassifier(BaseModel):
                 params=list(
                     self.module_parameters(index, local_modules[index])))
 
-    def after_update(self) -> None:
-        """Called by :meth:`train_step` after every iteration that updated
-        the parameters (a no-op here; MLAAN moves its EMA twins)."""
-
     def extract_feat(
         self,
         inputs: torch.Tensor,
@@ -617,203 +531,10 @@ class LocalImageClassifier(BaseModel):
             ``rule='bp'``) with its graph, and the detached parts and
             accuracies of :meth:`step_log`.
         """
-        batch = self._aux_batch(inputs, data_samples)
+        batch = self.aux_batch(inputs, data_samples)
         losses: Dict[str, torch.Tensor] = OrderedDict()
         for step in self.local_steps(inputs, batch):
             losses.update(self.step_log(step, batch.labels))
             losses[f'loss_{self._tag(step.index)}'] = step.loss
         return losses
 
-    @torch.no_grad()
-    def predict(self,
-                inputs: torch.Tensor,
-                data_samples: Optional[List[ClsDataSample]] = None
-                ) -> List[ClsDataSample]:
-        """Predictions of the network and of every auxiliary head.
-
-        Args:
-            inputs (Tensor): Preprocessed images.
-            data_samples (list[ClsDataSample], optional): Samples to fill;
-                new ones are created if None.
-
-        Returns:
-            list[ClsDataSample]: Samples with ``pred_score`` (softmax),
-            ``pred_label`` and, when the model has auxiliary heads,
-            ``aux_pred_labels`` (-1 for a head without a classifier).
-        """
-        feats = self.extract_feat(inputs, all_modules=True)
-        scores, aux_labels = self.module_predictions(feats)
-        return self.fill_predictions(scores, aux_labels, data_samples)
-
-    @torch.no_grad()
-    def module_predictions(
-        self,
-        feats: Sequence[torch.Tensor],
-        modules: Optional[range] = None
-    ) -> Tuple[Optional[torch.Tensor], List[torch.Tensor]]:
-        """Predictions made from the outputs of some local modules.
-
-        Args:
-            feats (Sequence[Tensor]): Output of each module in ``modules``.
-            modules (range, optional): The consecutive modules that
-                produced ``feats``. Defaults to None: all.
-
-        Returns:
-            tuple: The softmax scores of the network's classifier (None
-            unless ``modules`` holds the last module) and the predicted
-            labels of the auxiliary head of every module in ``modules``
-            that has one (-1 for a head without a classifier).
-        """
-        if modules is None:
-            modules = range(self.num_modules)
-        aux_labels = []
-        scores = None
-        for index, feat in zip(modules, feats):
-            if index == self.num_modules - 1:
-                scores = F.softmax(self.head(feat), dim=1)
-                continue
-            if self._offload is not None:
-                self._offload.fetch(index, feat.device)
-            logits = self.aux_heads[index].predict(feat)
-            if self._offload is not None:
-                self._offload.release(index)
-            if logits is None:
-                aux_labels.append(
-                    feat.new_full((feat.size(0), ), -1, dtype=torch.long))
-            else:
-                aux_labels.append(logits.argmax(dim=1))
-        return scores, aux_labels
-
-    @staticmethod
-    def fill_predictions(
-        scores: torch.Tensor,
-        aux_labels: Sequence[torch.Tensor],
-        data_samples: Optional[List[ClsDataSample]] = None
-    ) -> List[ClsDataSample]:
-        """Write the predictions of :meth:`module_predictions` of all
-        modules into data samples (new ones if ``data_samples`` is None).
-        """
-        if data_samples is None:
-            data_samples = [ClsDataSample() for _ in range(scores.size(0))]
-        for i, sample in enumerate(data_samples):
-            sample.set_pred_score(scores[i])
-            if aux_labels:
-                sample.set_aux_pred_labels(
-                    torch.stack([labels[i] for labels in aux_labels]))
-        return data_samples
-
-    # --------------------------------------------------------------- train
-    def train_step(self, data: Union[dict, tuple, list],
-                   optim_wrapper: OptimWrapper) -> Dict[str, torch.Tensor]:
-        """One training iteration with one backward per local step.
-
-        For each step of :meth:`local_steps` (computed under
-        ``optim_wrapper.optim_context``, i.e. autocast with AMP):
-        ``optim_wrapper.backward(step.loss, params=step.params)`` at once,
-        which frees the step's graph and tells the wrapper which gradients
-        are final (the data-parallel wrapper starts their all-reduce, the
-        layer-wise wrapper updates them). Then
-        ``optim_wrapper.finish_iteration()`` steps the optimizer once
-        (respecting gradient accumulation) and, if it did,
-        :meth:`after_update` runs.
-
-        Args:
-            data (dict | tuple | list): A batch from the dataloader.
-            optim_wrapper (OptimWrapper): A ``LocalOptimWrapper`` (or one of
-                its subclasses); with ``rule='bp'`` any MMEngine
-                ``OptimWrapper`` works.
-
-        Returns:
-            dict[str, Tensor]: ``loss`` (the sum of the local losses), the
-            loss and top-1 accuracy of every step, for logging.
-        """
-        if self.num_modules > 1:
-            check_local_optim_wrapper(optim_wrapper, type(self).__name__)
-        local = isinstance(optim_wrapper, LocalOptimWrapper)
-        if self._offload is None:
-            return self._train_step(data, optim_wrapper, local)
-        if not isinstance(optim_wrapper, LayerwiseLocalOptimWrapper):
-            raise InputError(
-                'model.aux_head_offload sends each auxiliary head back to '
-                'host memory right after its update, so it needs the '
-                "per-layer step: optim_wrapper.type='"
-                "LayerwiseLocalOptimWrapper' (or "
-                f"'AmpLayerwiseLocalOptimWrapper'), got "
-                f'{type(optim_wrapper).__name__}')
-        with self._offloading(optim_wrapper):
-            return self._train_step(data, optim_wrapper, local)
-
-    @contextmanager
-    def _offloading(self, optim_wrapper: LocalOptimWrapper) -> Iterator[None]:
-        """One iteration with the heads at rest in host memory: each goes
-        back once the per-layer update of its module is made (a
-        grads-final hook, after the update's)."""
-        optimizer = optim_wrapper.optimizer
-        offload = self._offload
-        self._check_offload_optimizer(optimizer)
-        offload.release_all(optimizer)
-        self._offload_optimizer = optimizer
-        try:
-            with optim_wrapper.grads_final_hook(
-                    lambda params: offload.release_params(params, optimizer)):
-                yield
-        except BaseException:
-            offload.abandon(optimizer)
-            raise
-        else:
-            offload.release_all(optimizer)
-        finally:
-            self._offload_optimizer = None
-
-    def _check_offload_optimizer(self, optimizer: torch.optim.Optimizer
-                                 ) -> None:
-        """Refuse optimizers whose scalar state must sit on the compute
-        device, and make the optimizer's state dict wait for the copies
-        in flight (once per optimizer)."""
-        if id(optimizer) in self._offload_hooked:
-            return
-        for key in ('fused', 'capturable'):
-            if any(group.get(key) for group in optimizer.param_groups):
-                raise InputError(
-                    f'model.aux_head_offload cannot keep the state of a '
-                    f'{key} {type(optimizer).__name__} in host memory (its '
-                    'step counts must stay on the compute device); set '
-                    f'optim_wrapper.optimizer.{key}=False or '
-                    'model.aux_head_offload=None')
-        offload = self._offload
-        optimizer.register_state_dict_pre_hook(
-            lambda _: offload.synchronize())
-        optimizer.register_load_state_dict_pre_hook(
-            lambda *_: offload.synchronize())
-        self._offload_hooked.add(id(optimizer))
-
-    def _train_step(self, data: Union[dict, tuple, list],
-                    optim_wrapper: OptimWrapper,
-                    local: bool) -> Dict[str, torch.Tensor]:
-        """The iteration of :meth:`train_step`."""
-        with optim_wrapper.optim_context(self):
-            data = self.data_preprocessor(data, True)
-        inputs = data.pop('inputs')
-        batch = self._aux_batch(inputs, data['data_samples'])
-        log_vars: Dict[str, torch.Tensor] = OrderedDict(loss=None)
-        total = inputs.new_zeros(())
-        steps = self.local_steps(inputs, batch)
-        del inputs  # held by the first module's graph only, then freed
-        while True:
-            with optim_wrapper.optim_context(self):
-                step = next(steps, None)
-            if step is None:
-                break
-            if local:
-                optim_wrapper.backward(
-                    step.loss, params=step.params, name=step.name)
-            else:  # one end-to-end loss with MMEngine's wrapper
-                optim_wrapper.update_params(step.loss)
-            step_log = self.step_log(step, batch.labels)
-            log_vars.update(step_log)
-            total = total + step_log[f'loss_{self._tag(step.index)}'].float()
-            del step
-        if local and optim_wrapper.finish_iteration():
-            self.after_update()
-        log_vars['loss'] = total
-        return log_vars

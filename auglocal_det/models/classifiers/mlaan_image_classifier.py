@@ -4,6 +4,7 @@ from collections import OrderedDict
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from auglocal_det.errors import InputError, InputTypeError
@@ -33,9 +34,12 @@ class MLAANImageClassifier(LocalImageClassifier):
     independent head and ``L_y`` the cross-entropy of the leap augmented
     module (both in ``aux_heads[i]``, an :class:`MLAANAuxHead`); for the
     last module both streams go through the network's own classifier
-    (``head``) with cross-entropy. The cascade of module ``s - 1`` starts
-    at the input image, so the first modules (which have no loss of their
-    own) learn through it. A parameter of module j therefore receives the
+    (``head``) with cross-entropy, weighted by ``last_loss_weights``. The
+    cascade of module ``s - 1`` starts at the input image, so the first
+    modules (which have no loss of their own) learn through it; the stem
+    (local layer 0) runs once per iteration, as in the authors' code: its
+    output, with its graph, is shared by both streams, which then run the
+    rest of module 0 each. A parameter of module j therefore receives the
     gradients of ``loss_j`` (independent stream) and of the cascades of
     ``loss_j .. loss_{j+s-1}``.
 
@@ -76,12 +80,20 @@ class MLAANImageClassifier(LocalImageClassifier):
             ``span - 1`` modules have no loss of their own. Defaults to 3.
         loss_weights (Sequence[float]): ``(w_x, w_y)``, the weights of the
             independent and cascaded streams. Defaults to (0.001, 0.999).
+        last_loss_weights (Sequence[float], optional): ``(w_x, w_y)`` of
+            the last module, whose streams both go through ``head``. The
+            authors' ImageNet code uses ``loss_weights`` there; their CIFAR
+            code back-propagates the cascaded stream's cross-entropy alone,
+            ``(0, 1)``. Defaults to None: ``loss_weights``.
         rule (str): Must be ``'local'``; accepted so that configs can
             inherit from a ``LocalImageClassifier`` config. Defaults to
             ``'local'``.
         data_preprocessor (dict, optional): See
             :class:`LocalImageClassifier`.
-        train_cfg (dict, optional): Training options. Defaults to None.
+        aux_head_offload (dict, optional): Must be None: MLAAN's cascades
+            and EMA twins read heads and layers of other modules, so its
+            heads cannot rest in host memory between uses. Accepted so
+            that the refusal names the key. Defaults to None.
         init_cfg (dict | list[dict], optional): Initialization config.
             Defaults to None.
 
@@ -104,10 +116,17 @@ class MLAANImageClassifier(LocalImageClassifier):
                  split_points: Optional[Sequence[int]] = None,
                  span: int = 3,
                  loss_weights: Sequence[float] = (0.001, 0.999),
+                 last_loss_weights: Optional[Sequence[float]] = None,
                  rule: str = 'local',
                  data_preprocessor: Optional[dict] = None,
-                 train_cfg: Optional[dict] = None,
+                 aux_head_offload: Optional[dict] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        if aux_head_offload is not None:
+            raise InputError(
+                'MLAANImageClassifier cannot keep its auxiliary heads in '
+                'host memory: the cascaded stream and the EMA twins use '
+                'heads and layers of other modules than the one being '
+                'updated; set model.aux_head_offload=None')
         if rule != 'local':
             raise InputError(
                 f"MLAANImageClassifier trains with local losses (model.rule="
@@ -116,10 +135,9 @@ class MLAANImageClassifier(LocalImageClassifier):
         if int(span) != span or span < 1:
             raise InputError(
                 f'model.span must be a positive integer, got {span}')
-        weights = tuple(float(w) for w in loss_weights)
-        if len(weights) != 2:
-            raise InputError('model.loss_weights must be (w_x, w_y), got '
-                             f'{loss_weights}')
+        weights = self._weight_pair(loss_weights, 'loss_weights')
+        last_weights = weights if last_loss_weights is None else \
+            self._weight_pair(last_loss_weights, 'last_loss_weights')
         if aux_head is None:
             aux_head = dict(type='MLAANAuxHead')
         cfgs = [aux_head] if isinstance(aux_head, dict) else list(aux_head)
@@ -138,16 +156,26 @@ class MLAANImageClassifier(LocalImageClassifier):
             split_points=split_points,
             rule='local',
             data_preprocessor=data_preprocessor,
-            train_cfg=train_cfg,
             init_cfg=init_cfg)
         self.span = int(span)
         self.loss_weights = weights
+        self.last_loss_weights = last_weights
         num_modules = self.num_modules
         #: Index of the last step whose loss reaches module j.
         self.last_step = [
             min(j + self.span - 1, num_modules - 1)
             for j in range(num_modules)
         ]
+
+    @staticmethod
+    def _weight_pair(value: Sequence[float],
+                     name: str) -> Tuple[float, float]:
+        """``value`` as a pair of floats ``(w_x, w_y)``."""
+        weights = tuple(float(w) for w in value)
+        if len(weights) != 2:
+            raise InputError(
+                f'model.{name} must be (w_x, w_y), got {value}')
+        return weights
 
     @staticmethod
     def _check_head_type(cfg: dict) -> None:
@@ -195,6 +223,19 @@ class MLAANImageClassifier(LocalImageClassifier):
         """
         return max(0, index - self.span + 1), index
 
+    def pipeline_refusal(self, num_stages: int) -> Optional[str]:
+        """MLAAN runs as one stage only: the cascaded stream of module i
+        re-runs modules i - span + 1 .. i, and the EMA twins of its leap
+        augmented modules follow layers of later modules."""
+        if num_stages == 1:
+            return None
+        return (f'{type(self).__name__} cannot be pipelined exactly: the '
+                f'cascaded stream of module i re-runs modules i - '
+                f'{self.span - 1} .. i, and the EMA twins of its leap '
+                'augmented modules follow layers of later modules, so every '
+                'stage boundary would be crossed; train MLAAN with '
+                "model_wrapper_cfg.type='LocalDistributedDataParallel'")
+
     def module_needs_grad(self, index: int) -> bool:
         """Only modules with a loss of their own back-propagate through
         their independent-stream output."""
@@ -228,8 +269,9 @@ class MLAANImageClassifier(LocalImageClassifier):
     def _last_module_loss(
         self, feat: torch.Tensor, cascade: torch.Tensor, batch: AuxBatch
     ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-        """Both streams of the last module through the network's head."""
-        weight_x, weight_y = self.loss_weights
+        """Both streams of the last module through the network's head,
+        weighted by ``last_loss_weights``."""
+        weight_x, weight_y = self.last_loss_weights
         logits_x = self.head(feat)
         logits_y = self.head(cascade)
         losses = OrderedDict(
@@ -237,17 +279,49 @@ class MLAANImageClassifier(LocalImageClassifier):
             loss_y_ce=weight_y * F.cross_entropy(logits_y, batch.labels))
         return losses, OrderedDict([('', logits_y), ('x', logits_x)])
 
-    def local_steps(self, inputs: torch.Tensor,
-                    batch: AuxBatch) -> Iterator[LocalStep]:
+    def _independent_stream(self, stem_out: torch.Tensor,
+                            modules: List[nn.Sequential]
+                            ) -> Iterator[torch.Tensor]:
+        """The independent stream from the stem's output.
+
+        Module 0 continues from ``stem_out`` (detached unless module 0 has
+        a loss of its own); modules 1 .. K-1 are the inherited
+        :meth:`forward_modules` loop.
+
+        Args:
+            stem_out (Tensor): Output of the stem (local layer 0).
+            modules (list[nn.Sequential]): :meth:`local_modules`.
+
+        Yields:
+            Tensor: The output x_i of module i, for i = 0 .. K-1.
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled()
+                                    and self.module_needs_grad(0)):
+            feat = modules[0][1:](
+                stem_out if self.has_loss(0) else stem_out.detach())
+        del stem_out  # the first cascade holds it while it needs it
+        yield feat
+        yield from self.forward_modules(feat, range(1, len(modules)))
+
+    def local_steps(self,
+                    inputs: torch.Tensor,
+                    batch: AuxBatch,
+                    modules: Optional[range] = None) -> Iterator[LocalStep]:
         """Yield the loss of every module that has one, one at a time.
 
         The forward of step i runs when the step is requested, so a caller
         that back-propagates each loss before asking for the next one holds
-        one step's graph at a time.
+        one step's graph at a time. The stem (local layer 0) runs once:
+        its output, with its graph, feeds both module 0 of the independent
+        stream and the first cascade (which runs the rest of module 0
+        again), so the stem's BatchNorm statistics move once per
+        iteration.
 
         Args:
             inputs (Tensor): Preprocessed images.
             batch (AuxBatch): Labels and images.
+            modules (range, optional): Must be None or all modules: a
+                cascade runs over earlier modules. Defaults to None.
 
         Yields:
             LocalStep: The step's summed loss, its weighted parts, the
@@ -255,17 +329,31 @@ class MLAANImageClassifier(LocalImageClassifier):
             and the parameters whose gradients are final once the loss has
             been back-propagated.
         """
+        if modules is not None and modules != range(self.num_modules):
+            raise InputError(
+                f'{type(self).__name__} yields the steps of all its '
+                f'{self.num_modules} modules at once (the cascade of '
+                f'module i re-runs modules i - {self.span - 1} .. i); got '
+                f'modules={modules}')
         modules = self.local_modules()
         num_modules = len(modules)
-        # detached outputs still needed by a later cascade; -1: the input
-        detached: Dict[int, torch.Tensor] = {-1: inputs.detach()}
-        for index, feat in enumerate(self.forward_modules(inputs)):
+        # the stem's output with its graph, until the first cascade ran
+        stem_out: Optional[torch.Tensor] = modules[0][0](inputs)
+        del inputs  # the stem's graph holds it while it needs it
+        # detached outputs still needed by a later cascade
+        detached: Dict[int, torch.Tensor] = {}
+        outputs = self._independent_stream(stem_out, modules)
+        for index, feat in enumerate(outputs):
             if not self.has_loss(index):
                 detached[index] = feat.detach()
                 continue
             first, last = self.cascade_range(index)
-            cascade = detached[first - 1]
-            for j in range(first, last + 1):
+            if first == 0:
+                cascade = modules[0][1:](stem_out)
+                stem_out = None  # no later cascade starts at the input
+            else:
+                cascade = modules[first](detached[first - 1])
+            for j in range(first + 1, last + 1):
                 cascade = modules[j](cascade)
             if index < num_modules - 1:
                 aux = self.aux_heads[index]

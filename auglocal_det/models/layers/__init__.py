@@ -1,4 +1,3 @@
-from .host_offload import HostOffload
 from .lean_stem import LeanStem
 from .local_layer_spec import LayerFactory, LocalLayerSpec, to_2tuple_size
 from .res_blocks import (
@@ -12,7 +11,7 @@ from .res_blocks import (
 )
 
 __all__ = [
-    'BasicBlock', 'Bottleneck', 'HostOffload', 'LayerFactory', 'LeanStem',
+    'BasicBlock', 'Bottleneck', 'LayerFactory', 'LeanStem',
     'LocalLayerSpec',
     'build_norm_layer', 'build_shortcut', 'get_block', 'make_res_block',
     'make_res_layer', 'to_2tuple_size'

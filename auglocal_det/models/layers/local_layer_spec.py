@@ -9,6 +9,8 @@ import torch.nn as nn
 
 from auglocal_det.errors import InputError
 
+from .res_blocks import get_block, make_res_block
+
 __all__ = ['LayerFactory', 'LocalLayerSpec', 'to_2tuple_size']
 
 #: ``factory(in_channels, width, stride, norm_cfg) -> (layer, out_channels)``
@@ -131,8 +133,6 @@ class LocalLayerSpec:
         norm_cfg = dict(type='BN') if norm_cfg is None else norm_cfg
         width = int(self.planes * widen_factor)
         if self.factory is None:
-            # imported here: the residual blocks import nothing of this
-            from .res_blocks import get_block, make_res_block
             if self.block not in ('BasicBlock', 'Bottleneck'):
                 raise InputError(
                     f'local layer {self.name} ({self.block}) has no '

@@ -20,7 +20,11 @@ model = dict(
         depth=4,
         pyramid=False,
         stride_rule='width-change',
-        hidden_channels=(512, 512)),
+        hidden_channels=(512, 512),
+        # PyTorch's default initialisation (no init_cfg), as the official
+        # VGG code leaves its auxiliary networks (built after its
+        # initialisation loop)
+        init_cfg=[]),
     num_classes=1000,
     image_size=224,  # the training crop (RandomResizedCrop 224)
     split_points=None,  # K = number of local layers (10)

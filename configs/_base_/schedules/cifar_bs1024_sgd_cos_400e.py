@@ -1,10 +1,13 @@
 # Small-image recipe of the AugLocal paper (Ma et al., ICLR 2024, training
-# setups) and its official code: SGD, Nesterov momentum 0.9, weight decay
-# 1e-4, batch 1024 with initial lr 0.8 (CIFAR-10, SVHN), cosine annealing,
-# 400 epochs. The official code also warms up over the first 10 epochs,
-# from lr 0.01 towards the cosine curve; here a linear warm-up from 0.01 to
-# the initial lr over 10 epochs, then cosine annealing over the other 390
-# (iteration-based, so lr changes smoothly inside an epoch).
+# setups) and its official code (train.py; the InfoPro and MLAAN scripts use
+# the same schedule): SGD, Nesterov momentum 0.9, weight decay 1e-4, batch
+# 1024 with initial lr 0.8 (CIFAR-10, SVHN), 400 epochs.
+# The official learning-rate schedule, set once at the start of each epoch
+# (EpochCosineLR): in epoch n = 1 .. 400 the cosine 0.5 * lr * (1 + cos(pi *
+# n / 400)), blended over the first 10 epochs with the start rate 0.01
+# (weights (n - 1) / 10 and (11 - n) / 10): 0.01 in epoch 1, 0.72 in epoch
+# 10, exactly 0 in epoch 400. cifar_bs1024_sgd_cos_400e_smooth.py changes
+# the rate every iteration instead (docs/algorithms.md, "Recipe").
 # LocalOptimWrapper: one backward per local module, one step per iteration
 # (a plain backward and step for rule='bp').
 lr = 0.8
@@ -18,20 +21,14 @@ optim_wrapper = dict(
 
 param_scheduler = [
     dict(
-        type='LinearLR',
-        start_factor=0.01 / lr,
+        type='EpochCosineLR',
+        T_max=max_epochs,
+        first_epoch=1,
+        warmup_epochs=warmup_epochs,
+        start_factor=0.01 / lr,  # the warm-up starts at 0.01
         by_epoch=True,
         begin=0,
-        end=warmup_epochs,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=max_epochs - warmup_epochs,
-        eta_min=0.,
-        by_epoch=True,
-        begin=warmup_epochs,
-        end=max_epochs,
-        convert_to_iter_based=True),
+        end=max_epochs),
 ]
 
 train_cfg = dict(
@@ -41,4 +38,5 @@ val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 
 # `tools/train.py --auto-scale-lr` scales lr linearly to the actual batch
+# (the whole schedule, the warm-up's start rate included)
 auto_scale_lr = dict(enable=False, base_batch_size=1024)

@@ -20,23 +20,9 @@ updates.
 
 When the compute device is the CPU, host memory is the same memory, and
 ``host='file'`` takes the heads out of it instead: each host copy is a
-file, created in ``directory`` and unlinked at once, mapped into the
-process (``torch.UntypedStorage.from_file``, shared). After every copy in
-or out the mapping's pages are dropped from the process
-(``madvise(MADV_DONTNEED)``; the kernel keeps the data, written back to
-the file, in its page cache, which it may reclaim), so between their uses
-the heads are not part of the process's resident memory. The copies
-themselves read and write the file through a descriptor kept open with
-the copy (``os.preadv``, ``os.pwrite``: the page cache is the mapping's,
-so reads of the mapping, such as a checkpoint's, and writes into it, such
-as loading a state dict, see the same bytes; a copy through the
-descriptor is several times faster than faulting the mapping in page by
-page). Copies smaller than ``min_file_bytes`` (BatchNorm's vectors,
-biases) stay in memory. The data are the same bytes, so the updates stay
-the same bit for bit; the cost is the copy through the page cache and its
-write-back to the disk, the heads' parameters and momentum in and out once
-per iteration. The directory must be on a disk: on a memory file system
-(tmpfs) the files would stay in memory.
+memory-mapped file whose pages are dropped from the process after every
+copy (:class:`~.host_storage.MappedFileStorage`). The data are the same
+bytes, so the updates stay the same bit for bit.
 
 What moves: a module's parameters and buffers (BatchNorm's running
 statistics are updated by its forward), and the optimizer state tensors of
@@ -45,14 +31,19 @@ Scalar state such as Adam's ``step`` stays where the optimizer keeps it.
 Tensors are moved by assigning ``Tensor.data``, so parameters, buffers and
 state entries keep their identity (the optimizer's state stays keyed by the
 same parameters).
+
+:class:`HostOffload` attaches to a training iteration as the data-parallel
+wrapper does: for the iteration (:meth:`HostOffload.training`) it
+registers a grads-final hook on the optimizer wrapper, after the per-layer
+update, that sends each updated head back. The classifier builds it from
+``model.aux_head_offload`` (registry ``AUX_HEAD_PLACEMENTS``) and calls
+it, as its :class:`~auglocal_det.local_protocol.AuxHeadPlacement`, before
+each head's loss and around each head's prediction.
 """
-import ctypes
-import mmap
-import os
-import tempfile
 import weakref
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import (
+    Any,
     Dict,
     Iterable,
     Iterator,
@@ -67,12 +58,18 @@ import torch
 import torch.nn as nn
 from torch.optim import Optimizer
 
+from auglocal_det.engine.optim_wrappers import LayerwiseLocalOptimWrapper
 from auglocal_det.errors import InputError
+from auglocal_det.local_protocol import AuxHeadPlacement
+from auglocal_det.registry import AUX_HEAD_PLACEMENTS
+
+from .host_storage import HostMemoryStorage, MappedFileStorage
 
 __all__ = ['HostOffload']
 
 
-class HostOffload:
+@AUX_HEAD_PLACEMENTS.register_module()
+class HostOffload(AuxHeadPlacement):
     """Host-memory residence for a list of modules, brought in on demand.
 
     Args:
@@ -109,33 +106,17 @@ class HostOffload:
                  pin_memory: Optional[bool] = None,
                  directory: Optional[str] = None) -> None:
         self.modules = list(modules)
-        #: whether the host copies are memory-mapped files
-        self.in_files = host == 'file'
-        if self.in_files:
-            if pin_memory:
-                raise ValueError(
-                    "host='file' maps files, which cannot be pinned; set "
-                    'pin_memory=None')
-            directory = tempfile.gettempdir() if directory is None \
-                else os.path.expanduser(directory)
-            if not (os.path.isdir(directory)
-                    and os.access(directory, os.W_OK | os.X_OK)):
-                raise ValueError(
-                    f'directory={directory!r} is not a writable directory '
-                    "(host='file' creates its files there)")
-            self.host = torch.device('cpu')
+        if host == 'file':
+            self.storage = MappedFileStorage(directory, pin_memory)
+        elif directory is not None:
+            raise ValueError(
+                f"directory={directory!r} is for host='file' (the "
+                f'heads in files); host={host!r} rests them in memory')
         else:
-            if directory is not None:
-                raise ValueError(
-                    f"directory={directory!r} is for host='file' (the "
-                    f'heads in files); host={host!r} rests them in memory')
-            self.host = torch.device(host)
-        self.directory = directory
-        self.pin_memory = pin_memory
-        #: host copies below this size stay in memory with ``host='file'``
-        #: (BatchNorm's vectors, biases: a page and a descriptor each for
-        #: almost nothing)
-        self.min_file_bytes = 1 << 16
+            self.storage = HostMemoryStorage(host, pin_memory)
+        #: whether the host copies are memory-mapped files
+        self.in_files = self.storage.in_files
+        self.host = self.storage.host
         self._index_of: Dict[int, int] = {
             id(p): i
             for i, module in enumerate(self.modules)
@@ -148,6 +129,83 @@ class HostOffload:
         self._host_copy: Dict[int, Tuple[weakref.ref, torch.Tensor]] = {}
         self._streams: Dict[torch.device, torch.cuda.Stream] = {}
         self._settled = False
+        #: the optimizer of the training iteration in progress
+        self._optimizer: Optional[Optimizer] = None
+        #: ids of the optimizers whose state dicts wait for the copies
+        self._hooked: Set[int] = set()
+
+    # --------------------------------------------------- the plug-in
+    @contextmanager
+    def training(self, optim_wrapper: Any) -> Iterator[None]:
+        """One training iteration with the heads at rest in host memory.
+
+        Each head goes back once the per-layer update of its module is
+        made (a grads-final hook, after the update's). After a failed
+        iteration the resident heads drop their gradients and go back.
+
+        Args:
+            optim_wrapper (LayerwiseLocalOptimWrapper): The wrapper.
+
+        Raises:
+            InputError: If the wrapper does not update module by module,
+                or the optimizer keeps state that must stay on the device.
+        """
+        if not isinstance(optim_wrapper, LayerwiseLocalOptimWrapper):
+            raise InputError(
+                'model.aux_head_offload sends each auxiliary head back to '
+                'host memory right after its update, so it needs the '
+                "per-layer step: optim_wrapper.type='"
+                "LayerwiseLocalOptimWrapper' (or "
+                f"'AmpLayerwiseLocalOptimWrapper'), got "
+                f'{type(optim_wrapper).__name__}')
+        optimizer = optim_wrapper.optimizer
+        self._check_optimizer(optimizer)
+        self.release_all(optimizer)
+        self._optimizer = optimizer
+        try:
+            with optim_wrapper.grads_final_hook(
+                    lambda params: self.release_params(params, optimizer)):
+                yield
+        except BaseException:
+            self.abandon(optimizer)
+            raise
+        else:
+            self.release_all(optimizer)
+        finally:
+            self._optimizer = None
+
+    def before_loss(self, index: int, device: torch.device) -> None:
+        """Bring head ``index`` in (with its optimizer state in training)
+        and start bringing in the next one."""
+        self.fetch(index, device, self._optimizer)
+        self.prefetch(index + 1, device, self._optimizer)
+
+    @contextmanager
+    def for_prediction(self, index: int,
+                       device: torch.device) -> Iterator[None]:
+        """Head ``index`` on ``device`` for a prediction, then back."""
+        self.fetch(index, device)
+        yield
+        self.release(index)
+
+    def _check_optimizer(self, optimizer: Optimizer) -> None:
+        """Refuse optimizers whose scalar state must sit on the compute
+        device, and make the optimizer's state dict wait for the copies
+        in flight (once per optimizer)."""
+        if id(optimizer) in self._hooked:
+            return
+        for key in ('fused', 'capturable'):
+            if any(group.get(key) for group in optimizer.param_groups):
+                raise InputError(
+                    f'model.aux_head_offload cannot keep the state of a '
+                    f'{key} {type(optimizer).__name__} in host memory (its '
+                    'step counts must stay on the compute device); set '
+                    f'optim_wrapper.optimizer.{key}=False or '
+                    'model.aux_head_offload=None')
+        optimizer.register_state_dict_pre_hook(lambda _: self.synchronize())
+        optimizer.register_load_state_dict_pre_hook(
+            lambda *_: self.synchronize())
+        self._hooked.add(id(optimizer))
 
     # ------------------------------------------------------------ queries
     @property
@@ -323,9 +381,9 @@ class HostOffload:
             return
         moved = torch.empty_like(tensor.data, device=device)
         if tensor.device.type != 'meta' and device.type != 'meta':
-            _copy(moved, tensor.data,
-                  self._get_host(tensor) if at_rest else None,
-                  non_blocking=True)
+            self.storage.copy(moved, tensor.data,
+                              self._get_host(tensor) if at_rest else None,
+                              non_blocking=True)
         tensor.data = moved
 
     def _send_back(self, tensor: torch.Tensor,
@@ -334,7 +392,7 @@ class HostOffload:
         if self._at_rest(tensor):
             return
         self._check_device(tensor.device)
-        pin = self._pin(tensor.device)
+        pin = self.storage.pin(tensor.device)
         # a dry run on the meta device keeps shapes only: its host copies
         # are meta tensors too (a tensor cannot point from meta to host)
         host_device = tensor.device if tensor.device.type == 'meta' \
@@ -343,28 +401,18 @@ class HostOffload:
         if host is None or host.shape != tensor.shape \
                 or host.stride() != tensor.stride() \
                 or host.dtype != tensor.dtype:
-            in_file = (self.in_files and host_device.type != 'meta' and
-                       tensor.numel() * tensor.element_size() >=
-                       self.min_file_bytes)
-            if (tensor.device == host_device and not in_file
+            if (tensor.device == host_device
+                    and not self.storage.keeps_in_file(tensor, host_device)
                     and (not pin or tensor.is_pinned())):
                 # host memory already (a tensor that never moved, or a
                 # state tensor created there): it becomes the host copy
                 self._set_host(tensor, tensor.data)
                 return
-            if in_file:
-                host = self._file_copy(tensor)
-            else:
-                # the tensor's own strides (channels-last weights stay so)
-                host = torch.empty_strided(
-                    tensor.size(),
-                    tensor.stride(),
-                    dtype=tensor.dtype,
-                    device=host_device,
-                    pin_memory=pin)
+            host = self.storage.new_copy(tensor, host_device, pin)
             self._set_host(tensor, host)
         if tensor.device.type != 'meta':
-            _copy(host, tensor.data, host, non_blocking=stream is not None)
+            self.storage.copy(host, tensor.data, host,
+                              non_blocking=stream is not None)
         if stream is not None:  # free the device memory after the copy
             tensor.data.record_stream(stream)
         tensor.data = host
@@ -377,46 +425,6 @@ class HostOffload:
                 f'files for training on the CPU; the model computes on '
                 f"{device}, where host='cpu' (pinned host memory) is the "
                 'option')
-
-    def _file_copy(self, tensor: torch.Tensor) -> torch.Tensor:
-        """An empty tensor like ``tensor`` (its strides too) in a new
-        memory-mapped file of ``directory``, unlinked once mapped (the
-        mapping keeps it until the tensor goes)."""
-        span = 1 + sum((size - 1) * stride for size, stride in zip(
-            tensor.shape, tensor.stride())) if tensor.numel() else 0
-        nbytes = span * tensor.element_size()
-        if nbytes == 0:  # nothing to keep (a file cannot map 0 bytes)
-            return torch.empty_strided(
-                tensor.size(), tensor.stride(), dtype=tensor.dtype)
-        handle, path = tempfile.mkstemp(
-            prefix='auglocal_offload_', dir=self.directory)
-        try:
-            os.ftruncate(handle, nbytes)
-            storage = torch.UntypedStorage.from_file(
-                path, shared=True, nbytes=nbytes)
-        except BaseException:
-            os.close(handle)
-            raise
-        finally:
-            os.unlink(path)
-        host = torch.empty(
-            0, dtype=tensor.dtype).set_(storage, 0, tensor.size(),
-                                        tensor.stride())
-        # the descriptor lives as long as the host copy: copies go through
-        # it (read and write, several times faster than faulting the
-        # mapping page by page; the page cache is the mapping's, so both
-        # see the same bytes)
-        if not hasattr(os, 'preadv'):  # copies fault the mapping in
-            os.close(handle)
-            handle = None
-        host._offload_file = _File(handle)
-        return host
-
-    def _pin(self, device: Optional[torch.device]) -> bool:
-        if self.pin_memory is not None:
-            return self.pin_memory
-        return (device is not None and device.type == 'cuda'
-                and self.host.type == 'cpu')
 
     def _on_side_stream(self, device: Optional[torch.device]):
         """The side stream of a CUDA ``device`` as a context that yields
@@ -433,109 +441,6 @@ class HostOffload:
             stream = self._streams[device] = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         return _StreamContext(stream)
-
-
-class _File:
-    """The open descriptor of an unlinked file holding one host copy,
-    closed when the copy goes."""
-
-    def __init__(self, fd: Optional[int]) -> None:
-        #: None where copies go through the mapping (no ``os.preadv``)
-        self.fd = fd
-
-    def __del__(self, _close=os.close) -> None:
-        # os.close bound at definition: still there at interpreter exit
-        if self.fd is not None:
-            _close(self.fd)
-            self.fd = None
-
-    def read_into(self, tensor: torch.Tensor) -> None:
-        """Fill ``tensor``'s storage with the file's bytes."""
-        view = _bytes(tensor)
-        done = 0
-        while done < len(view):
-            count = os.preadv(self.fd, [view[done:]], done)
-            if count <= 0:
-                raise OSError(f'HostOffload: a host file ended after '
-                              f'{done} of {len(view)} bytes')
-            done += count
-
-    def write_from(self, tensor: torch.Tensor) -> None:
-        """Write ``tensor``'s storage into the file."""
-        view = _bytes(tensor)
-        done = 0
-        while done < len(view):
-            done += os.pwrite(self.fd, view[done:], done)
-
-
-def _copy(dst: torch.Tensor, src: torch.Tensor,
-          host: Optional[torch.Tensor], non_blocking: bool) -> None:
-    """``dst.copy_(src)``, where one of them may be the host copy
-    ``host``: if that is file-backed, through its descriptor when the
-    bytes line up, and its pages dropped afterwards."""
-    handle = getattr(host, '_offload_file', None)
-    if handle is None:
-        dst.copy_(src, non_blocking=non_blocking)
-        return
-    if handle.fd is not None and _same_bytes(src, dst):
-        if dst is host:
-            handle.write_from(src)
-        else:
-            handle.read_into(dst)
-    else:
-        dst.copy_(src)
-    _drop_pages(host)
-
-
-def _bytes(tensor: torch.Tensor):
-    """The bytes of ``tensor``'s storage, as a buffer sharing them."""
-    data = torch.empty(0, dtype=torch.uint8).set_(tensor.untyped_storage())
-    return memoryview(data.numpy())
-
-
-def _same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether the storages of ``a`` and ``b`` (on the CPU) hold the same
-    elements at the same bytes (same strides, both at the start of
-    storages of the same size), so that a byte copy of one storage into
-    the other copies the tensor."""
-    return (a.device.type == b.device.type == 'cpu' and a.dtype == b.dtype
-            and a.shape == b.shape and a.stride() == b.stride()
-            and a.storage_offset() == b.storage_offset() == 0
-            and a.untyped_storage().nbytes() ==
-            b.untyped_storage().nbytes())
-
-
-def _madvise():
-    """libc's ``madvise`` (None where there is none)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.madvise
-    except (AttributeError, OSError):
-        return None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    function.restype = ctypes.c_int
-    return function
-
-
-_MADVISE = _madvise() if hasattr(mmap, 'MADV_DONTNEED') else None
-
-
-def _drop_pages(host: torch.Tensor) -> None:
-    """Drop the pages of a file-backed host copy (only such a one: on
-    anonymous memory this would zero it) from the process: its
-    data stay in the file (a shared mapping, so the kernel keeps what was
-    written) and come back on the next read. Where ``madvise`` does not
-    exist the pages stay (the data are the same either way)."""
-    if _MADVISE is None:
-        return
-    storage = host.untyped_storage()
-    if storage.nbytes() == 0:
-        return
-    # the mapping starts on a page boundary; the kernel rounds the length
-    if _MADVISE(storage.data_ptr(), storage.nbytes(),
-                mmap.MADV_DONTNEED) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f'madvise(MADV_DONTNEED): {os.strerror(err)}')
 
 
 class _StreamContext:

@@ -1,4 +1,9 @@
-"""The figure style shared by the plot hook and the analysis tools."""
+"""The figure style of every figure the package draws.
+
+The layer-wise accuracy plot hook and the analysis figures both use it.
+matplotlib is imported when a figure is made, so that the package does not
+need it to train.
+"""
 import io
 from typing import Tuple
 
