@@ -11,6 +11,7 @@ from mmengine.model import is_model_wrapper
 from auglocal_det.errors import InputError
 from auglocal_det.evaluation import parse_layerwise_metrics
 from auglocal_det.fileio import save_json_atomic
+from auglocal_det.models.classifiers import LocalImageClassifier
 from auglocal_det.plot_style import new_figure, save_figure
 from auglocal_det.registry import HOOKS
 
@@ -180,17 +181,19 @@ class LayerwiseAccuracyPlotHook(Hook):
 
     def _rule(self, runner) -> Optional[str]:
         model = self._model(runner)
-        rule = getattr(model, 'rule', None)
-        heads = getattr(model, 'aux_heads', None)
-        if rule == 'local' and heads is not None and len(heads):
+        if not isinstance(model, LocalImageClassifier):
+            return None
+        heads = model.aux_heads
+        if model.rule == 'local' and len(heads):
             return type(heads[0]).__name__.replace('AuxHead', '')
-        return rule
+        return model.rule
 
     def _layer_names(self, runner, npoints: int) -> Optional[List[str]]:
         """Name of the last local layer of every module (if known)."""
         model = self._model(runner)
-        ranges = getattr(model, 'module_ranges', None)
-        specs = getattr(model, 'layer_specs', None)
+        if not isinstance(model, LocalImageClassifier):
+            return None
+        ranges, specs = model.module_ranges, model.layer_specs
         if not ranges or not specs or len(ranges) != npoints:
             return None
         try:
