@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
+from auglocal_det.engine.runner.checkpoint import read_dumped_config
 from auglocal_det.errors import InputFileNotFoundError
 
 __all__ = ['COLUMNS', 'collect', 'to_markdown', 'write_table']
@@ -58,11 +59,13 @@ def collect(work_dir: str, config_root: str = 'configs') -> Dict[str, Any]:
     Raises:
         FileNotFoundError: If ``work_dir`` does not exist or holds no
             dumped config.
+        InputError: If the dumped config is not assignments of literals
+            (it is read as data, never executed).
     """
     if not osp.isdir(work_dir):
         raise InputFileNotFoundError(f'work dir {work_dir!r} not found')
     cfg_path = _find_config(work_dir)
-    cfg = Config.fromfile(cfg_path, import_custom_modules=False)
+    cfg = read_dumped_config(cfg_path)
     metrics, source = _find_metrics(work_dir)
     memory = _peak_memory_mb(work_dir)
     row = {

@@ -22,8 +22,10 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from auglocal_det.engine.runner.checkpoint import (load_local_checkpoint,
-                                                   read_config_text)
+from auglocal_det.engine.runner.checkpoint import (
+    load_local_checkpoint,
+    read_dumped_config,
+)
 from auglocal_det.errors import InputError, InputFileNotFoundError
 from auglocal_det.fileio import save_json_atomic
 from auglocal_det.plot_style import new_figure, save_figure
@@ -131,20 +133,6 @@ def _find_config(work_dir: str) -> str:
     return configs[0]
 
 
-def _read_dumped_config(path: str) -> Config:
-    """The config ``tools/train.py`` dumped, read as data: the file is text
-    that a run wrote, so none of it is executed."""
-    with open(path, encoding='utf-8') as f:
-        text = f.read()
-    try:
-        settings = read_config_text(text, strict=True)
-    except (SyntaxError, ValueError) as exc:
-        raise InputError(
-            f'{path} is not a config dumped by tools/train.py (assignments '
-            f'of literals only): {exc}') from exc
-    return Config(settings, filename=path)
-
-
 def _find_checkpoint(work_dir: str) -> str:
     pointer = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(pointer):
@@ -213,7 +201,7 @@ def load_work_dir_model(
     """
     if not osp.isdir(work_dir):
         raise InputFileNotFoundError(f'work dir {work_dir!r} does not exist')
-    cfg = _read_dumped_config(_find_config(work_dir))
+    cfg = read_dumped_config(_find_config(work_dir))
     checkpoint = checkpoint or _find_checkpoint(work_dir)
     model = build_config_model(cfg)
     state = load_local_checkpoint(

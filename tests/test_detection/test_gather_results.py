@@ -130,3 +130,16 @@ def test_missing_work_dir(gather, tmp_path):
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match='no dumped config'):
         gather.collect(str(empty))
+
+
+def test_dumped_config_is_read_as_data(gather, tmp_path):
+    """A work dir's dumped config is text a run wrote: code in it is
+    refused, never run."""
+    from auglocal_det.errors import InputError
+    work_dir = _work_dir(str(tmp_path), 'run', init_cfg=None)
+    marker = tmp_path / 'marker'
+    with open(osp.join(work_dir, 'run.py'), 'a') as f:
+        f.write(f'\nimport os\nos.system("touch {marker}")\n')
+    with pytest.raises(InputError, match='cannot be read as data'):
+        gather.collect(work_dir)
+    assert not marker.exists()

@@ -4,6 +4,7 @@ from .checkpoint import (
     disallowed_globals,
     load_local_checkpoint,
     read_config_text,
+    read_dumped_config,
     safe_local_checkpoints,
     trusted_checkpoints,
 )
@@ -19,7 +20,8 @@ from .resume_checkpoint import (
 __all__ = [
     'LocalRunner', 'ResumableEpochBasedTrainLoop', 'iteration_seeds',
     'UnsafeCheckpointError', 'checkpoint_safe_globals', 'disallowed_globals',
-    'load_local_checkpoint', 'read_config_text', 'safe_local_checkpoints',
-    'trusted_checkpoints', 'checkpoint_problem', 'named_resume_checkpoint',
+    'load_local_checkpoint', 'read_config_text', 'read_dumped_config',
+    'safe_local_checkpoints', 'trusted_checkpoints', 'checkpoint_problem',
+    'named_resume_checkpoint',
     'previous_good_checkpoint', 'resolve_resume_checkpoint'
 ]

@@ -32,16 +32,21 @@ from contextlib import contextmanager
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import torch
+from mmengine.config import Config
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from auglocal_det.errors import InputFileNotFoundError, UnreadableFileError
+from auglocal_det.errors import (
+    InputError,
+    InputFileNotFoundError,
+    UnreadableFileError,
+)
 from auglocal_det.safe_load import allowlisted as _allowlisted
 from auglocal_det.safe_load import checkpoint_safe_globals, disallowed_globals
 
 __all__ = [
     'UnsafeCheckpointError', 'checkpoint_safe_globals', 'disallowed_globals',
-    'load_local_checkpoint', 'read_config_text', 'safe_local_checkpoints',
-    'trusted_checkpoints'
+    'load_local_checkpoint', 'read_config_text', 'read_dumped_config',
+    'safe_local_checkpoints', 'trusted_checkpoints'
 ]
 
 #: How the tools let the user vouch for a file.
@@ -275,3 +280,32 @@ def read_config_text(text: str, strict: bool = False) -> Dict[str, Any]:
                     f'line {statement.lineno} cannot be read as data '
                     f'({exc})') from exc
     return settings
+
+
+def read_dumped_config(path: str) -> Config:
+    """The config a run dumped into its work dir, read as data.
+
+    The file is text that a run wrote, not one the user named, so none of
+    it is executed: every statement must be an assignment of literals (as
+    MMEngine dumps them; :func:`read_config_text` with ``strict=True``).
+
+    Args:
+        path (str): The dumped config (``<work_dir>/<name>.py`` or
+            ``<work_dir>/<timestamp>/vis_data/config.py``).
+
+    Returns:
+        Config: The settings.
+
+    Raises:
+        InputError: If a statement is not an assignment of literals; the
+            message names the file and the line.
+    """
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    try:
+        settings = read_config_text(text, strict=True)
+    except (SyntaxError, ValueError) as exc:
+        raise InputError(
+            f'{path} is not a config dumped by tools/train.py (assignments '
+            f'of literals only): {exc}') from exc
+    return Config(settings, filename=path)
