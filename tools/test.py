@@ -26,6 +26,7 @@ from auglocal_det.engine.runner import (  # noqa: E402
 from auglocal_det.errors import InputError, InputFileNotFoundError  # noqa: E402
 from auglocal_det.utils.cli import (  # noqa: E402
     CfgOptionsAction,
+    add_trust_checkpoint_option,
     load_config,
     run_with_clean_errors,
 )
@@ -59,12 +60,7 @@ def parse_args() -> argparse.Namespace:
         action=CfgOptionsAction,
         help='override settings of the config, key=value pairs; keys the '
         'config does not have are refused')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='unpickle the checkpoint in full, which runs any code it '
-        'holds; only for a file you vouch for that needs types beyond '
-        'those of this package\'s checkpoints')
+    add_trust_checkpoint_option(parser)
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],

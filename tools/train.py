@@ -32,6 +32,7 @@ from auglocal_det.engine.runner import (  # noqa: E402
 from auglocal_det.errors import InputError  # noqa: E402
 from auglocal_det.utils.cli import (  # noqa: E402
     CfgOptionsAction,
+    add_trust_checkpoint_option,
     load_config,
     run_with_clean_errors,
 )
@@ -79,12 +80,8 @@ def parse_args() -> argparse.Namespace:
         help='start a new run (without --resume) in a work dir that holds '
         'the checkpoints of an earlier run, removing them first; the '
         'export at the end may then replace an earlier export')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='unpickle the checkpoint named by --resume (or load_from) in '
-        'full, which runs any code it holds; only for a file you vouch '
-        'for that needs types beyond those of this package\'s checkpoints')
+    add_trust_checkpoint_option(
+        parser, 'the checkpoint named by --resume (or load_from)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',

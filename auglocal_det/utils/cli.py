@@ -16,8 +16,8 @@ from auglocal_det.errors import (
 )
 
 __all__ = [
-    'USER_ERRORS', 'CfgOptionsAction', 'load_config', 'parse_option_value',
-    'run_with_clean_errors'
+    'USER_ERRORS', 'CfgOptionsAction', 'add_trust_checkpoint_option',
+    'load_config', 'parse_option_value', 'run_with_clean_errors'
 ]
 
 #: What the tools report as one message without a traceback: the package's
@@ -160,6 +160,24 @@ class CfgOptionsAction(argparse.Action):
                 parser.error(f'{option_string}: {item!r} is not key=value')
             options[key] = parse_option_value(value)
         setattr(namespace, self.dest, options)
+
+
+def add_trust_checkpoint_option(parser: argparse.ArgumentParser,
+                                what: str = 'the checkpoint') -> None:
+    """Add ``--trust-checkpoint``: unpickle in full a file the user vouches
+    for, instead of the safe loader.
+
+    Args:
+        parser (argparse.ArgumentParser): The tool's parser.
+        what (str): Which file(s) the option covers, for its help.
+            Defaults to 'the checkpoint'.
+    """
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help=f'unpickle {what} in full, which runs any code in it; only for '
+        'a file you vouch for that needs types beyond those of this '
+        'package\'s checkpoints')
 
 
 def run_with_clean_errors(main: Callable[[], None]) -> None:

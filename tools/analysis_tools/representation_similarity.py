@@ -23,7 +23,10 @@ from typing import Optional, Sequence
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 from auglocal_det.analysis import representation_similarity  # noqa: E402
-from auglocal_det.utils.cli import run_with_clean_errors  # noqa: E402
+from auglocal_det.utils.cli import (  # noqa: E402
+    add_trust_checkpoint_option,
+    run_with_clean_errors,
+)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -43,12 +46,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--batch-size', type=int, default=128, help='images per forward')
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='unpickle the work dirs\' checkpoints in full, which runs any '
-        'code they hold; only for files you vouch for that need types '
-        'beyond those of this package\'s checkpoints')
+    add_trust_checkpoint_option(parser, 'the work dirs\' checkpoints')
     return parser.parse_args(argv)
 
 

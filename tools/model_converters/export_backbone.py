@@ -29,6 +29,7 @@ from auglocal_det.export import (  # noqa: E402
     NotAClassifierCheckpointError,
     export_checkpoint,
 )
+from auglocal_det.utils.cli import add_trust_checkpoint_option  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,12 +50,7 @@ def parse_args() -> argparse.Namespace:
         action='store_true',
         help='replace an export of another checkpoint in the output folder '
         '(by default it is kept and the export refused)')
-    parser.add_argument(
-        '--trust-checkpoint',
-        action='store_true',
-        help='unpickle the checkpoint in full, which runs any code it '
-        'holds; only for a file you vouch for that needs types beyond '
-        'those of this package\'s checkpoints')
+    add_trust_checkpoint_option(parser)
     return parser.parse_args()
 
 
