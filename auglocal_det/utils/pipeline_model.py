@@ -5,12 +5,109 @@ It builds on the per-module FLOPs of
 own balancing, :func:`auglocal_det.engine.model_wrappers.balance_stages`.
 """
 import itertools
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
 
 from auglocal_det.engine.model_wrappers import balance_stages
-from auglocal_det.engine.profiling import module_profile
+from auglocal_det.engine.model_wrappers.local_pipeline.partition import (
+    stage_parts,
+)
+from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
+from auglocal_det.engine.profiling import module_profile, synthetic_batch
+from auglocal_det.utils.memory import LiveTensorTracker
 
-__all__ = ['balance_stages', 'module_profile', 'predict_scaling']
+__all__ = [
+    'balance_stages', 'module_profile', 'predict_scaling', 'stage_memory'
+]
+
+
+def _sgd(params: List[nn.Parameter]) -> torch.optim.Optimizer:
+    """The pipeline benchmark's optimizer: SGD with Nesterov momentum."""
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True,
+                           weight_decay=1e-4)
+
+
+def stage_memory(model: nn.Module,
+                 sizes: Sequence[int],
+                 batch_size: int,
+                 image_size: Optional[int] = None,
+                 max_in_flight: int = 2,
+                 optimizer: Callable[[List[nn.Parameter]],
+                                     torch.optim.Optimizer] = _sgd
+                 ) -> List[Dict[str, Any]]:
+    """Steady-state live-tensor peak of every stage of a pipeline.
+
+    Each stage runs the classifier's own driver over its modules
+    (``run_iteration(..., modules=...)``, as ``LocalPipelineParallel``
+    does) twice, the second time under a :class:`LiveTensorTracker` that
+    counts the stage's weights, buffers, gradients and optimizer state and
+    every tensor the iteration creates, its input included (the received
+    output of the previous stage, or the preprocessed batch). Built on the
+    ``meta`` device, the model computes nothing: this counts tensor bytes
+    at any size without the memory. A stage other than the last also keeps
+    the outputs it sent in the last ``max_in_flight`` iterations until the
+    next stage receives them (``send_bytes``), which one iteration's count
+    does not see.
+
+    Args:
+        model (nn.Module): A ``LocalImageClassifier`` (on the ``meta``
+            device for sizes that do not fit this machine).
+        sizes (Sequence[int]): Local modules per stage; ``[K]`` is
+            sequential training.
+        batch_size (int): Images per iteration.
+        image_size (int, optional): Crop size. Defaults to None:
+            ``model.image_size``.
+        max_in_flight (int): The wrapper's ``max_in_flight``. Defaults
+            to 2.
+        optimizer (callable): Builds the optimizer of a stage's
+            parameters. Defaults to SGD with Nesterov momentum.
+
+    Returns:
+        list[dict]: Per stage: ``modules`` (first, last), ``params``
+        (element count), ``state_bytes`` (weights, buffers, gradients and
+        optimizer state at the peak), ``iteration_bytes`` (the tracked
+        peak), ``send_bytes`` and ``total_bytes`` (their sum).
+    """
+    inputs, batch = synthetic_batch(model, batch_size, image_size)
+    model.train()
+    stages, start = [], 0
+    for size in sizes:
+        modules = range(start, start + size)
+        start += size
+        stage_input = inputs
+        if modules.start:
+            with torch.no_grad():
+                stage_input = list(
+                    model.forward_modules(inputs,
+                                          range(modules.start)))[-1]
+        parts = stage_parts(model, modules)
+        params = [p for part in parts for p in part.parameters()]
+        opt = optimizer(params)
+        # without the finiteness check, which reads the losses (meta
+        # tensors have no values) and keeps a flag of a byte per module
+        wrapper = LocalOptimWrapper(opt, check_finite=False)
+        model.run_iteration(wrapper, inputs=stage_input.clone(),
+                            batch=batch, modules=modules)
+        tracker = LiveTensorTracker(parts, opt)
+        with tracker:
+            model.run_iteration(wrapper, inputs=stage_input.clone(),
+                                batch=batch, modules=modules)
+        send = 0
+        if modules.stop < model.num_modules:
+            with torch.no_grad():
+                out = list(model.forward_modules(stage_input, modules))[-1]
+            send = max_in_flight * out.numel() * out.element_size()
+        report = tracker.report
+        stages.append(
+            dict(modules=(modules.start, modules.stop - 1),
+                 params=sum(p.numel() for p in params),
+                 state_bytes=report.peak_state_bytes,
+                 iteration_bytes=report.peak_bytes,
+                 send_bytes=send,
+                 total_bytes=report.peak_bytes + send))
+    return stages
 
 
 def predict_scaling(seconds: Sequence[float], measured: Dict[str, Any],

@@ -18,8 +18,10 @@ models and the runs themselves are tiny.
 """
 import copy
 import functools
+import itertools
 import os
 import os.path as osp
+import signal
 from typing import Dict
 
 import pytest
@@ -35,8 +37,10 @@ from common_utils import (
     run_gloo_processes,
     sgd,
 )
+from mmengine.hooks import Hook
 
 import auglocal_det  # noqa: F401  (registers the components)
+from auglocal_det.engine.hooks import EXIT_PREEMPTED
 from auglocal_det.engine.model_wrappers import (
     LocalPipelineParallel,
     PipelineStoppedError,
@@ -227,6 +231,172 @@ def test_sequential_checkpoint_resumed_in_pipeline(sequential, data_root,
         osp.join(resumed['work_dir'], f'iter_{MAX_ITERS}.pth'),
         osp.join(sequential['work_dir'], f'iter_{MAX_ITERS}.pth'))
     assert resumed['metrics'] == sequential['metrics']
+
+
+class _SignalAt(Hook):
+    """Send SIGUSR1 to this process after iteration ``at`` (1-based)."""
+
+    priority = 'HIGHEST'
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.iter + 1 == self.at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def _preempted_job(rank: int, data_root: str, work_dir: str) -> dict:
+    """The pipelined job; rank 1 alone is signalled after iteration 4."""
+    from auglocal_det.engine.hooks import TrainingPreempted
+    from auglocal_det.engine.runner import LocalRunner
+    runner = LocalRunner.from_cfg(job_config(data_root, work_dir, True))
+    if rank == 1:
+        runner.register_hook(_SignalAt(4))
+    code = None
+    try:
+        runner.train()
+    except TrainingPreempted as exc:
+        code = exc.code
+    # the parameters this rank holds, and those of its stage
+    held = (sum(not p.is_meta for p in runner.model.parameters()),
+            len(list(runner.model.stage_module.parameters())))
+    return dict(code=code, held=held)
+
+
+@pytest.mark.timeout(300)
+def test_preempted_pipeline_saves_the_whole_network(sequential, data_root,
+                                                    tmp_path):
+    """A pre-emption signal to one stage stops both after the same
+    iteration with a checkpoint of the whole network, which a sequential
+    run resumes to the uninterrupted run's end."""
+    work_dir = str(tmp_path / 'preempted')
+    os.makedirs(work_dir)
+    results = run_gloo_processes(
+        functools.partial(_preempted_job, data_root=data_root,
+                          work_dir=work_dir), 2, work_dir)
+    assert [r['code'] for r in results] == [EXIT_PREEMPTED] * 2
+    # rank 0 took the whole network for the checkpoint; rank 1 its stage
+    num_params = len(list(MODELS.build(MODEL).parameters()))
+    assert results[0]['held'][0] == num_params
+    assert results[1]['held'][0] == results[1]['held'][1] < num_params
+    resumed = run_job(
+        str(tmp_path), 'resumed_seq', data_root, pipeline=False,
+        resume_from=osp.join(work_dir, 'iter_4.pth'))
+    assert_same_checkpoint(
+        osp.join(resumed['work_dir'], f'iter_{MAX_ITERS}.pth'),
+        osp.join(sequential['work_dir'], f'iter_{MAX_ITERS}.pth'))
+
+
+def _holdings(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+              owned: set, grads: list) -> dict:
+    """What this rank holds, by name: the materialised parameters and
+    buffers, the parameters with a gradient at the last optimizer step
+    (``grads``) and those with optimizer state, with their element
+    counts."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    materialised = [
+        n for n, t in itertools.chain(model.named_parameters(),
+                                      model.named_buffers())
+        if not t.is_meta
+    ]
+    numel = dict(itertools.chain(
+        ((n, t.numel()) for n, t in model.named_parameters()),
+        ((n, t.numel()) for n, t in model.named_buffers())))
+    optim = [names[id(p)] for p in optimizer.state]
+    optim_numel = sum(
+        v.numel() for state in optimizer.state.values()
+        for v in state.values() if torch.is_tensor(v) and not v.is_meta)
+    return dict(
+        materialised=sorted(materialised), grads=sorted(grads),
+        optim=sorted(optim), owned=sorted(owned),
+        materialised_numel=sum(numel[n] for n in materialised),
+        optim_numel=optim_numel,
+        owned_param_numel=sum(
+            numel[n] for n, _ in model.named_parameters() if n in owned))
+
+
+def _ownership(rank: int) -> dict:
+    """3 pipelined iterations, the state gathered on rank 0, 1 more."""
+    torch.manual_seed(0)
+    model = MODELS.build(dict(MODEL, num_classes=NUM_CLASSES))
+    pipe = LocalPipelineParallel(
+        model, num_stages=2, balance=[6, 4], standalone=True)
+    optimizer = sgd(model)
+    optim_wrapper = LocalOptimWrapper(optimizer)
+    grads = []  # the parameters with a gradient at the last step
+    optimizer.register_step_pre_hook(lambda *_: grads.__setitem__(
+        slice(None),
+        [n for n, p in model.named_parameters() if p.grad is not None]))
+    before = _holdings(model, optimizer, set(), grads)
+    owned = {
+        n for n, t in itertools.chain(model.named_parameters(),
+                                      model.named_buffers())
+        if any(t is o for o in itertools.chain(
+            pipe.stage_module.parameters(), pipe.stage_module.buffers()))
+    }
+    for it in range(3):
+        pipe.train_step(make_batch(it), optim_wrapper)
+    pipe.flush()
+    training = _holdings(model, optimizer, owned, grads)
+    pipe.gather_state(optim_wrapper)
+    gathered = _holdings(model, optimizer, owned, grads)
+    state = {k: v.clone() for k, v in model.state_dict().items()
+             } if rank == 0 else None
+    pipe.train_step(make_batch(3), optim_wrapper)
+    pipe.flush()
+    again = _holdings(model, optimizer, owned, grads)
+    pipe.drain_logs()
+    pipe.close()
+    return dict(before=before, training=training, gathered=gathered,
+                again=again, state=state)
+
+
+@pytest.mark.timeout(120)
+def test_stage_holds_only_its_modules(tmp_path):
+    """Each stage's weights, buffers, gradients and optimizer state are
+    its own modules' only (the others' are on the meta device); rank 0
+    holds the whole network after gathering, equal to sequential training,
+    and releases it again in its next iteration."""
+    results = run_gloo_processes(_ownership, 2, str(tmp_path))
+    model = MODELS.build(dict(MODEL, num_classes=NUM_CLASSES))
+    names = sorted(n for n, _ in itertools.chain(model.named_parameters(),
+                                                 model.named_buffers()))
+    params = sorted(n for n, _ in model.named_parameters())
+    total = sum(t.numel() for t in itertools.chain(model.parameters(),
+                                                   model.buffers()))
+    owned = [set(r['training']['owned']) for r in results]
+    assert not owned[0] & owned[1]
+    # every rank keeps the data preprocessor's mean and std (not saved)
+    common = {'data_preprocessor.mean', 'data_preprocessor.std'}
+    assert owned[0] | owned[1] | common == set(names)
+    assert not set(model.state_dict()) - owned[0] - owned[1]
+    for rank, result in enumerate(results):
+        # the whole network until the first iteration
+        assert result['before']['materialised'] == names
+        phases = ('training', 'gathered', 'again')
+        for phase in phases[::2] if rank == 0 else phases:
+            held = result[phase]
+            assert held['materialised'] == sorted(owned[rank] | common), \
+                phase
+            assert held['grads'] == sorted(owned[rank] & set(params))
+            # SGD with momentum: one buffer per owned parameter
+            assert held['optim'] == held['grads']
+            assert held['optim_numel'] == held['owned_param_numel']
+            assert held['materialised_numel'] < total
+    common_numel = sum(b.numel() for b in model.data_preprocessor.buffers())
+    assert sum(r['training']['materialised_numel']
+               for r in results) == total + common_numel
+    assert results[0]['gathered']['materialised'] == names
+    assert results[0]['gathered']['optim'] == params
+    torch.manual_seed(0)
+    ref = MODELS.build(dict(MODEL, num_classes=NUM_CLASSES))
+    optim_wrapper = LocalOptimWrapper(sgd(ref))
+    for it in range(3):
+        ref.train_step(make_batch(it), optim_wrapper)
+    for name, value in ref.state_dict().items():
+        assert torch.equal(results[0]['state'][name], value), name
 
 
 def _diverge(rank: int, bad_iter: int) -> dict:

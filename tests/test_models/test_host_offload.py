@@ -15,12 +15,12 @@ import torch
 from common_utils import make_batch, sgd
 
 import auglocal_det  # noqa: F401  (registers the components)
+from auglocal_det.engine.offload import HostOffload
 from auglocal_det.engine.optim_wrappers import (
     LayerwiseLocalOptimWrapper,
     LocalOptimWrapper,
 )
 from auglocal_det.errors import InputError
-from auglocal_det.engine.offload import HostOffload
 from auglocal_det.registry import MODELS
 from auglocal_det.utils.memory import LiveTensorTracker
 

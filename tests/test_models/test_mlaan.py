@@ -19,9 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from common_utils import (
     IMAGE_SIZE,
-    ReductionLog,
     NUM_CLASSES,
     ROOT,
+    ReductionLog,
     assert_same_state,
     build_cached,
     build_ddp_model,

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'analysis_tools', 'pipeline_benchmark.py')
@@ -19,16 +20,14 @@ CONFIG = osp.join(ROOT, 'configs', 'auglocal',
                   'auglocal-d2_r32_400e_cifar10.py')
 
 
-@pytest.mark.timeout(600)
-def test_cases_memory_and_scaling(tmp_path):
+def run_tool(tmp_path, *args: str):
+    """Run the tool on the config at 8 px, batch 2; its process and JSON.
+    """
     out = tmp_path / 'pipe.json'
     proc = subprocess.run(
         [
             sys.executable, TOOL, '--config', CONFIG, '--image-size', '8',
-            '--batch-size', '2', '--warmup', '1', '--iters', '1',
-            '--modes', 'a', 'c', 'd', 'e', '--balance', 'time', '--rounds',
-            '2',
-            '--scale-image-size', '8', '--scale-batch-size', '4', '--out',
+            '--batch-size', '2', *args, '--out',
             str(out)
         ],
         cwd=ROOT,
@@ -36,7 +35,15 @@ def test_cases_memory_and_scaling(tmp_path):
         text=True,
         timeout=580)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+@pytest.mark.timeout(600)
+def test_cases_memory_and_scaling(tmp_path):
+    proc, results = run_tool(
+        tmp_path, '--warmup', '1', '--iters', '1', '--modes', 'a', 'c', 'd',
+        'e', '--balance', 'time', '--rounds', '2', '--scale-image-size', '8',
+        '--scale-batch-size', '4')
     for mode in ('a', 'c', 'd', 'e'):
         res = results[mode]
         assert len(res['rounds']) == 2 and min(res['rounds']) > 0
@@ -101,3 +108,65 @@ def test_scaling_model_update_time():
     with pytest.raises(ValueError, match='3 update times for 4'):
         predict_scaling(compute, measured, target, 4, 8, [2],
                         [float('inf')], 2, update_seconds=update[:3])
+
+
+@pytest.mark.timeout(600)
+def test_memory_only_and_memory_model(tmp_path):
+    """Each worker of (c) holds its own stage only, so the workers' live
+    tensors add up to about (a)'s; the meta-device count of every stage
+    matches what the workers measured."""
+    proc, results = run_tool(
+        tmp_path, '--modes', 'a', 'c', '--balance', '8', '6', '--memory-only',
+        '--memory-model', '--scale-image-size', '16', '--scale-batch-size',
+        '4', '--memory-stages', '2', '4')
+    assert 'rounds' not in results['a'] or not results['a']['rounds']
+    (seq, ) = results['a']['workers']
+    workers = results['c']['workers']
+    assert results['c']['sizes'] == [8, 6]
+    live = [w['peak_live_bytes'] for w in workers]
+    assert max(live) < 0.75 * seq['peak_live_bytes']
+    assert sum(live) < 1.05 * seq['peak_live_bytes']
+    model = results['memory_model']
+    for mode, measured in (('a', [seq['peak_live_bytes']]), ('c', live)):
+        counted = [s['iteration_bytes'] for s in model['measured_size'][mode]]
+        assert counted == pytest.approx(measured, rel=0.02, abs=65536)
+    scale = model['scale']
+    assert sorted(scale, key=int) == ['1', '2', '4']
+    assert scale['1']['fraction_of_sequential'] == 1
+    assert 0 < scale['4']['fraction_of_sequential'] < \
+        scale['2']['fraction_of_sequential'] < 1
+    assert 'model at 16 px, batch 4' in proc.stdout
+
+
+def test_stage_memory_counts_on_meta_as_on_cpu():
+    """The meta-device count is the CPU count, and each stage holds the
+    weights, gradients and optimizer state of its own parameters only."""
+    import auglocal_det  # noqa: F401
+    from auglocal_det.registry import MODELS
+    from auglocal_det.utils.pipeline_model import stage_memory
+    cfg = dict(
+        type='LocalImageClassifier',
+        backbone=dict(type='LocalCifarResNet', depth=20, base_channels=4),
+        aux_head=dict(type='AugLocalAuxHead', depth=2),
+        num_classes=4, image_size=16)
+    counts = {}
+    for device in ('cpu', 'meta'):
+        with torch.device(device):
+            model = MODELS.build(cfg)
+        counts[device] = [
+            stage_memory(model, sizes, batch_size=2, max_in_flight=2)
+            for sizes in ([10], [6, 4])
+        ]
+    assert counts['meta'] == counts['cpu']
+    (whole, ), (first, last) = counts['cpu']
+    assert first['params'] + last['params'] == whole['params']
+    # weights and momentum, 8 bytes a parameter, and some gradients
+    for stage in (whole, first, last):
+        assert stage['state_bytes'] > 8 * stage['params']
+    assert max(first['state_bytes'],
+               last['state_bytes']) < 0.6 * whole['state_bytes']
+    assert whole['send_bytes'] == last['send_bytes'] == 0
+    # two outputs of module 5 (8 channels, 8 x 8) in flight, batch 2, fp32
+    assert first['send_bytes'] == 2 * 2 * 8 * 8 * 8 * 4
+    assert first['total_bytes'] == first['iteration_bytes'] + \
+        first['send_bytes']

@@ -40,6 +40,13 @@ next to sequential local training, the paper's (d + 1) / (L + 1) bound and
 data-parallel BP; the model's prediction for (c) is printed next to the
 measured value.
 
+``--memory-only`` measures only the memory per worker of (a), (b) and
+(c). ``--memory-model`` counts every stage's steady-state live tensors on
+the meta device (:func:`~auglocal_det.utils.pipeline_model.stage_memory`):
+at the measured size next to what (a) and (c) measured, and at the
+``--scale-*`` size for P = 1 and ``--memory-stages``, the stages split by
+FLOPs as the wrapper's default does.
+
 Examples::
 
     python tools/analysis_tools/pipeline_benchmark.py --arch resnet34 \\
@@ -48,6 +55,9 @@ Examples::
     python tools/analysis_tools/pipeline_benchmark.py --arch resnet110 \\
         --image-size 32 --batch-size 8 --rounds 5 --balance time \\
         --out work_dirs/pipe_r110.json
+    python tools/analysis_tools/pipeline_benchmark.py \\
+        --config configs/auglocal_r101_imagenet.py --image-size 64 \\
+        --batch-size 4 --modes a c --memory-only --memory-model
 """
 import argparse
 import json
@@ -63,6 +73,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 from auglocal_det.utils.pipeline_model import (  # noqa: E402
+    balance_stages,
     module_profile,
     predict_scaling,
 )
@@ -110,6 +121,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='bind every worker to its own core (worker r of (c) and (d) '
         'to core r, (a) to core 0, (b) to cores 0 and 1), as taskset '
         'would')
+    parser.add_argument(
+        '--memory-only', action='store_true',
+        help='measure only the memory per worker of (a), (b) and (c), '
+        'no timing')
+    parser.add_argument(
+        '--memory-model', action='store_true',
+        help='count the live tensors of every stage on the meta device '
+        '(stage_memory): at the measured size for (a) and (c), next to '
+        'the measured figures, and at --scale-image-size and '
+        '--scale-batch-size for P = 1 and --memory-stages, stages split '
+        "by FLOPs (the wrapper's balance='auto')")
+    parser.add_argument('--memory-stages', type=int, nargs='+',
+                        default=[2, 4, 8, 16], metavar='P')
     parser.add_argument('--out', help='write the results as JSON')
     return parser.parse_args(argv)
 
@@ -177,13 +201,21 @@ def _side_by_side(worker: Any, worker_args: tuple,
 
 
 def _memory(step, model, optimizer) -> Dict[str, int]:
-    """Steady-state peaks of one more iteration: RSS, then live tensors."""
+    """Steady-state peaks of one more iteration: RSS, then live tensors
+    (those of a pipeline's other stages, on the meta device, hold no
+    memory and are not counted)."""
+    import itertools
+
     from auglocal_det.process_memory import peak_rss_bytes, reset_peak_rss
     from auglocal_det.utils.memory import LiveTensorTracker
     reset_peak_rss()
     step()
     rss = peak_rss_bytes()
-    tracker = LiveTensorTracker(model, optimizer)
+    released = [
+        t for t in itertools.chain(model.parameters(), model.buffers())
+        if t.is_meta
+    ]
+    tracker = LiveTensorTracker(model, optimizer, exclude=released)
     with tracker:
         step()
     return dict(peak_rss_bytes=rss, peak_live_bytes=tracker.report.peak_bytes)
@@ -407,7 +439,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
         # rounds interleave the cases, so that a change in the machine's
         # load hits all of them alike
-        for _ in range(args.rounds):
+        if args.memory_only:
+            modes = [m for m in modes if m in ('a', 'b', 'c')]
+        for _ in range(0 if args.memory_only else args.rounds):
             for mode in modes:
                 res = run(mode, 'time')
                 results[mode]['rounds'].append(res['images_per_s'])
@@ -424,6 +458,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 _save(args, results)
         for mode in modes:
             res = results[mode]
+            if args.memory_only:
+                memory = run(mode, 'memory')
+                res['workers'] = [{
+                    k: w[k]
+                    for k in ('peak_rss_bytes', 'peak_live_bytes')
+                } for w in memory.get('workers', [memory])]
+                res.update({k: memory[k] for k in ('sizes',) if k in memory})
+                _save(args, results)
+                continue
             res['images_per_s'] = statistics.median(res['rounds'])
             if 'a' in results:  # ratios within a round, then the median
                 res['ratio_to_a'] = statistics.median(
@@ -438,9 +481,82 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 for k in ('peak_rss_bytes', 'peak_live_bytes')
             } for w in workers]
             _save(args, results)
-    report(args, results)
+    if args.memory_only:
+        report_memory(args, results)
+    else:
+        report(args, results)
+    if args.memory_model:
+        results['memory_model'] = memory_model(args, results)
     _save(args, results)
     return results
+
+
+def report_memory(args: argparse.Namespace,
+                  results: Dict[str, Any]) -> None:
+    """Print the memory per worker of ``--memory-only``."""
+    mib = 2.**20
+    print(f'{args.config or CONFIGS[args.arch]}, {args.image_size} px, '
+          f'batch {args.batch_size}: steady-state memory per worker')
+    for mode in ('a', 'b', 'c'):
+        if mode not in results:
+            continue
+        res = results[mode]
+        split = ''
+        if 'sizes' in res:
+            split = f' (stages of {", ".join(map(str, res["sizes"]))} ' \
+                'modules)'
+        print(f'({mode}){split}: ' + ', '.join(
+            f'live {w["peak_live_bytes"] / mib:.1f} MiB / RSS '
+            f'{w["peak_rss_bytes"] / mib:.0f} MiB' for w in res['workers']))
+
+
+def memory_model(args: argparse.Namespace,
+                 results: Dict[str, Any]) -> Dict[str, Any]:
+    """Live tensors of every stage counted on the meta device
+    (:func:`stage_memory`): at the measured size next to (a) and (c), and
+    at the scale size for P = 1 and ``--memory-stages``."""
+    from auglocal_det.engine.model_wrappers import module_costs
+    from auglocal_det.utils.pipeline_model import stage_memory
+    mib = 2.**20
+    out: Dict[str, Any] = dict(measured_size={}, scale={})
+    model = build(args, device='meta')
+    for mode in ('a', 'c'):
+        if mode not in results:
+            continue
+        sizes = results[mode].get('sizes', [model.num_modules])
+        stages = stage_memory(model, sizes, args.batch_size,
+                              args.image_size)
+        out['measured_size'][mode] = stages
+        measured = [w['peak_live_bytes'] / mib
+                    for w in results[mode].get('workers', [])]
+        print(f'model at {args.image_size} px, batch {args.batch_size}, '
+              f'({mode}): ' + ', '.join(
+                  f'{s["iteration_bytes"] / mib:.1f} MiB' for s in stages) +
+              (' (measured ' + ', '.join(f'{m:.1f}' for m in measured) +
+               ' MiB)' if measured else ''))
+    scaled_args = argparse.Namespace(**vars(args))
+    scaled_args.image_size = args.scale_image_size
+    target = build(scaled_args, device='meta')
+    costs = module_costs(target, args.scale_image_size)
+    print(f'model at {args.scale_image_size} px, batch '
+          f'{args.scale_batch_size}, stages by FLOPs:')
+    sequential = None
+    for num_stages in [1] + list(args.memory_stages):
+        if num_stages > target.num_modules:
+            continue
+        sizes, _ = balance_stages(costs, num_stages)
+        stages = stage_memory(target, sizes, args.scale_batch_size,
+                              args.scale_image_size)
+        largest = max(s['total_bytes'] for s in stages)
+        sequential = sequential or largest
+        out['scale'][str(num_stages)] = dict(
+            sizes=sizes, stages=stages, largest_bytes=largest,
+            fraction_of_sequential=largest / sequential)
+        print(f'  P={num_stages:2d} {sizes}: largest stage '
+              f'{largest / mib:8.1f} MiB ({largest / sequential:.2f} of '
+              'sequential), smallest '
+              f'{min(s["total_bytes"] for s in stages) / mib:8.1f} MiB')
+    return out
 
 
 def _stage_sizes(args: argparse.Namespace) -> List[int]:

@@ -40,12 +40,12 @@ class LocalPipelineHook(Hook):
 
     - before training, checks that the training sampler shards over the
       replicas, gives the stages other than the first an empty loader (only
-      the first stage of a replica reads data) and drops the optimizer state
-      of other stages' parameters loaded by a resume;
+      the first stage of a replica reads data);
     - before every checkpoint that a ``CheckpointHook`` is about to write
       and before the export at the end of training, copies the other
       stages' weights and optimizer state to rank 0
-      (:meth:`LocalPipelineParallel.gather_state`);
+      (:meth:`LocalPipelineParallel.gather_state`; the pipeline's next
+      iteration releases them);
     - before validation and at the end of training, receives the last
       iterations' log messages;
     - after the run, ends the pipeline on every rank.
@@ -78,13 +78,6 @@ class LocalPipelineHook(Hook):
         pipe.hook_attached = True
         if pipe.stage > 0:
             loop.dataloader = _NoBatches(loop.dataloader)
-        pipe.release_foreign_state(runner.optim_wrapper)
-
-    def before_train_iter(self, runner, batch_idx: int,
-                          data_batch: Any = None) -> None:
-        pipe = self._pipeline(runner)
-        if pipe is not None and pipe.stage == 0 and pipe.replica == 0:
-            pipe.release_foreign_state(runner.optim_wrapper)
 
     @staticmethod
     def _checkpoint_hooks(runner):

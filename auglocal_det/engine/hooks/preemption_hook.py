@@ -27,6 +27,7 @@ import torch
 from mmengine.dist import all_reduce, barrier, get_dist_info, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 
+from auglocal_det.engine.model_wrappers import LocalPipelineParallel
 from auglocal_det.errors import InputError
 from auglocal_det.registry import HOOKS
 
@@ -170,6 +171,13 @@ class PreemptionCheckpointHook(Hook):
                 return hook
         return None
 
+    @staticmethod
+    def _gather(runner) -> None:
+        """Under ``LocalPipelineParallel``, the whole network on rank 0
+        (every rank takes part)."""
+        if isinstance(runner.model, LocalPipelineParallel):
+            runner.model.gather_state(runner.optim_wrapper)
+
     def _save(self, runner) -> str:
         """Write the checkpoint of the finished iteration; its path."""
         step = runner.iter + 1
@@ -179,8 +187,10 @@ class PreemptionCheckpointHook(Hook):
             path = hook.file_backend.join_path(hook.out_dir,
                                                hook.filename_tmpl.format(step))
             if runner.message_hub.get_info('last_ckpt') != path:
+                self._gather(runner)
                 hook._save_checkpoint_with_step(runner, step, dict())
             return path
+        self._gather(runner)
         out_dir = runner.work_dir
         if hook is not None and '://' not in str(hook.out_dir):
             out_dir = str(hook.out_dir)

@@ -1,9 +1,9 @@
+from auglocal_det.local_protocol import check_local_optim_wrapper
+
 from .layerwise_optim_wrapper import (
     AmpLayerwiseLocalOptimWrapper,
     LayerwiseLocalOptimWrapper,
 )
-from auglocal_det.local_protocol import check_local_optim_wrapper
-
 from .local_optim_wrapper import AmpLocalOptimWrapper, LocalOptimWrapper
 
 __all__ = [

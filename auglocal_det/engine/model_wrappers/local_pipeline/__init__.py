@@ -9,7 +9,10 @@ data-parallel replicas (rank = replica * num_stages + stage). Within a
 replica, stage s owns a contiguous range of local modules and sends the
 detached output of its last one forward. Nothing travels backward but
 small control messages. The updates are those of sequential training,
-bit for bit on CPU with the same intra-op thread count.
+bit for bit on CPU with the same intra-op thread count. A rank holds the
+weights, gradients and optimizer state of its own stage only (the other
+stages' tensors are released to the ``meta`` device); rank 0 gathers the
+whole network for checkpoints and the export.
 
 What cannot be pipelined this way is refused with
 :class:`~auglocal_det.errors.InputError`: end-to-end backpropagation,

@@ -1,16 +1,23 @@
-"""Checkpoint gathering: the whole trained network on rank 0.
+"""What a stage holds: its own modules only, and the whole network on rank
+0 for a checkpoint.
 
-Every rank holds the whole network, but only its own modules get
-gradients and optimizer state. Before a checkpoint or an export, the
-other stages of replica 0 send rank 0 their weights, buffers and
-optimizer state, so that what rank 0 saves is an ordinary checkpoint.
+A stage trains only its own modules, so it keeps only their tensors: the
+parameters and buffers of the other stages' modules are released to the
+``meta`` device (shape and dtype, no storage), in place, so that the
+optimizer's parameter lists and every other reference stay valid (those
+parameters never get a gradient, so the optimizer skips them). Before a
+checkpoint or an export, the other stages of replica 0 send rank 0 their
+weights, buffers and optimizer state; rank 0 takes them in host memory
+(:func:`gather_state`), so that what it saves is an ordinary checkpoint,
+and releases them again before its next iteration
+(:func:`release_foreign`).
 """
 from typing import Any, List, Optional
 
 import torch
 import torch.nn as nn
 
-__all__ = ['gather_state', 'release_foreign_state']
+__all__ = ['foreign_tensors', 'gather_state', 'release_foreign']
 
 
 def _optim_params(optim_wrapper: Optional[Any]) -> List[nn.Parameter]:
@@ -26,11 +33,71 @@ def _owned_params(pipe: Any) -> set:
     return {id(p) for p in pipe.stage_module.parameters()}
 
 
+def foreign_tensors(stage_module: nn.Module,
+                    other_parts: List[nn.Module]) -> List[torch.Tensor]:
+    """The parameters and buffers of other stages' modules.
+
+    Args:
+        stage_module (nn.Module): What this stage owns.
+        other_parts (list[nn.Module]): The layers and heads of the other
+            stages.
+
+    Returns:
+        list[Tensor]: Each tensor once; none of this stage's.
+    """
+    own = {id(t) for t in stage_module.parameters()}
+    own.update(id(t) for t in stage_module.buffers())
+    seen, out = set(), []
+    for part in other_parts:
+        for tensor in list(part.parameters()) + list(part.buffers()):
+            if id(tensor) not in own and id(tensor) not in seen:
+                seen.add(id(tensor))
+                out.append(tensor)
+    return out
+
+
+def _replace(tensor: torch.Tensor, value: torch.Tensor) -> None:
+    """Give ``tensor`` the data of ``value`` in place: the object keeps its
+    identity (the optimizer and the modules hold it), whatever the device,
+    ``meta`` included."""
+    if isinstance(tensor, nn.Parameter):
+        value = nn.Parameter(value, requires_grad=tensor.requires_grad)
+    attributes = dict(tensor.__dict__)  # swap_tensors exchanges them too
+    torch.utils.swap_tensors(tensor, value)
+    tensor.__dict__.update(attributes)
+
+
+def release_foreign(pipe: Any, optim_wrapper: Optional[Any]) -> None:
+    """Release the other stages' tensors to the ``meta`` device and drop
+    the optimizer state of their parameters (loaded by a resume or
+    gathered for a checkpoint): this stage never uses either.
+
+    Args:
+        pipe (LocalPipelineParallel): This rank's pipeline.
+        optim_wrapper (OptimWrapper, optional): The optimizer wrapper.
+    """
+    if not pipe.holds_foreign:
+        return
+    with torch.no_grad():
+        for tensor in pipe.foreign_tensors:
+            if not tensor.is_meta:
+                _replace(tensor, torch.empty_like(tensor, device='meta'))
+    if optim_wrapper is None:
+        return
+    pipe.holds_foreign = False
+    owned = _owned_params(pipe)
+    opt = optim_wrapper.optimizer
+    for param in _optim_params(optim_wrapper):
+        if id(param) not in owned:
+            opt.state.pop(param, None)
+
+
 def gather_state(pipe: Any,
                  optim_wrapper: Optional[Any]) -> None:
     """Copy the state of replica 0's other stages to rank 0.
 
-    Call it on every rank.
+    Call it on every rank. Rank 0 then holds the whole network: its own
+    modules where they train, the others' in host memory.
 
     Args:
         pipe (LocalPipelineParallel): This rank's pipeline.
@@ -50,8 +117,7 @@ def gather_state(pipe: Any,
             for index, param in enumerate(params):
                 if id(param) in owned and param in opt.state:
                     optim_state[index] = {
-                        k: (v.detach().cpu(), v.device.type == 'cpu')
-                        if torch.is_tensor(v) else (v, None)
+                        k: v.detach().cpu() if torch.is_tensor(v) else v
                         for k, v in opt.state[param].items()
                     }
         payload = dict(
@@ -62,33 +128,14 @@ def gather_state(pipe: Any,
             optim=optim_state)
         pipe.messenger.send_object(payload, 0)
         return
+    pipe.holds_foreign = True
     for src in range(1, pipe.num_stages):
         payload = pipe.messenger.recv_object(src)
         with torch.no_grad():
             for name, value in payload['state'].items():
-                state[name].copy_(value)
+                _replace(state[name], value)
         if optim_wrapper is None:
             continue
         opt = optim_wrapper.optimizer
         for index, entry in payload['optim'].items():
-            param = params[index]
-            opt.state[param] = {
-                k: v if on_cpu is None else
-                (v if on_cpu else v.to(param.device))
-                for k, (v, on_cpu) in entry.items()
-            }
-
-
-def release_foreign_state(pipe: Any,
-                          optim_wrapper: Any) -> None:
-    """Drop the optimizer state of parameters of other stages.
-
-    Args:
-        pipe (LocalPipelineParallel): This rank's pipeline.
-        optim_wrapper (OptimWrapper): The optimizer wrapper.
-    """
-    owned = _owned_params(pipe)
-    opt = optim_wrapper.optimizer
-    for param in _optim_params(optim_wrapper):
-        if id(param) not in owned:
-            opt.state.pop(param, None)
+            opt.state[params[index]] = entry

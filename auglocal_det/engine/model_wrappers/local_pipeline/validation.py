@@ -33,7 +33,7 @@ def predict_through_stages(pipe: Any,
     messages = pipe.messenger
     messages.flush()
     model = pipe.module
-    device = next(model.parameters()).device
+    device = pipe.device
     data = model.data_preprocessor(data, False)
     own_inputs = data['inputs']
     first = pipe.first_rank

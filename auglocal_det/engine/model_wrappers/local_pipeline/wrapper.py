@@ -8,7 +8,8 @@ last output on before that module's backward. Each of its other jobs has
 a file of its own: the messages (``wire.py``), stopping every rank when
 one fails (``failures.py``), the split into stages (``partition.py``),
 the log (``logs.py``), validation (``validation.py``) and the gathering
-of the state for checkpoints (``state.py``).
+of the state for checkpoints and the release of the other stages'
+tensors (``state.py``).
 """
 import itertools
 from typing import Any, Dict, List, Union
@@ -36,7 +37,7 @@ from .partition import (
     partition,
     stage_parts,
 )
-from .state import gather_state, release_foreign_state
+from .state import foreign_tensors, gather_state, release_foreign
 from .validation import predict_through_stages
 from .wire import TAG_TRAIN, Messenger
 
@@ -103,14 +104,26 @@ class LocalPipelineParallel(nn.Module):
             then call :meth:`gather_state`, :meth:`drain_logs` and
             :meth:`close` themselves. Defaults to False: under a Runner,
             training refuses to start unless ``LocalPipelineHook`` is in
-            ``custom_hooks`` (without it a checkpoint would hold stale
+            ``custom_hooks`` (without it a checkpoint would miss the
             weights of the later stages).
+
+    Every rank trains with its own modules only: its first
+    :meth:`train_step` releases the parameters and buffers of the other
+    stages' backbone layers, auxiliary heads and classifier to the
+    ``meta`` device (see ``state.py``), so that the weights, gradients
+    and optimizer state of a rank are those of its stage. Until then (the
+    weights' initialisation, a checkpoint loaded by ``load_from`` or
+    ``--resume``) every rank holds the whole network. Rank 0 takes the
+    others' state in host memory before a checkpoint and the export, and
+    releases it again in its next iteration.
 
     Attributes:
         stage (int): This rank's stage s.
         replica (int): This rank's replica q.
         modules (range): The local modules this stage owns.
         sizes (list[int]): Local modules per stage.
+        foreign_tensors (list[Tensor]): The parameters and buffers of the
+            other stages.
     """
 
     def __init__(self,
@@ -173,6 +186,13 @@ class LocalPipelineParallel(nn.Module):
             range(self.modules.stop, module.num_aux))
         self.owned_state_names = owned_state_names(module, self.modules)
         self._stage = (_Stage(self, stage_parts(module, self.modules)), )
+        self.device = next(self._stage[0].parameters()).device
+        #: whether other stages' tensors or optimizer state are held here
+        self.holds_foreign = True
+        self.foreign_tensors = foreign_tensors(self._stage[0], [
+            part for s, modules in enumerate(self.stage_ranges)
+            if s != self.stage for part in stage_parts(module, modules)
+        ])
         self._ddp = None
         if self.num_replicas > 1:
             self._ddp = (LocalDistributedDataParallel(
@@ -209,11 +229,13 @@ class LocalPipelineParallel(nn.Module):
         """This stage's share of one iteration.
 
         The first stage preprocesses ``data``; the others receive the
-        previous stage's output (``data`` is ignored). The stage runs the
-        classifier's ``local_steps`` over its own modules, back-propagates
-        each loss at once, sends its last module's output on as soon as it
-        exists, and ends the iteration with one optimizer step over its own
-        parameters (their gradients averaged over the replicas).
+        previous stage's output (``data`` is ignored). The other stages'
+        tensors held here are released first (:meth:`release_foreign`).
+        The stage runs the classifier's ``local_steps`` over its own
+        modules, back-propagates each loss at once, sends its last module's
+        output on as soon as it exists, and ends the iteration with one
+        optimizer step over its own parameters (their gradients averaged
+        over the replicas).
 
         Args:
             data (dict | tuple | list | None): A batch (first stage).
@@ -232,6 +254,7 @@ class LocalPipelineParallel(nn.Module):
                 "the stages' weights before checkpoints and the export)")
         with self.failures.guard(), \
                 optim_wrapper.sync_group(self.stage_group):
+            self.release_foreign(optim_wrapper)
             if self._ddp is not None:
                 log_vars = self._ddp[0].train_step(data, optim_wrapper)
             else:
@@ -267,7 +290,7 @@ class LocalPipelineParallel(nn.Module):
                 before_backward=self._send_output)
         return model.run_iteration(
             optim_wrapper,
-            **self._receive_input(next(model.parameters()).device),
+            **self._receive_input(self.device),
             modules=self.modules,
             before_backward=self._send_output)
 
@@ -318,14 +341,16 @@ class LocalPipelineParallel(nn.Module):
         return self.val_step(data)
 
     def forward(self, *args, **kwargs) -> Any:
-        """Call the wrapped model (the whole network, on this rank)."""
+        """Call the wrapped model (whose other stages' tensors are on the
+        ``meta`` device once training has started)."""
         return self.module(*args, **kwargs)
 
     # --------------------------------------------------------------- state
     def gather_state(self, optim_wrapper: Any = None) -> None:
         """Copy the weights, buffers and optimizer state of the other
         stages of replica 0 to rank 0, which then holds the whole trained
-        network (for a checkpoint or an export). Call it on every rank.
+        network (for a checkpoint or an export; the other stages' part in
+        host memory until :meth:`release_foreign`). Call it on every rank.
 
         Args:
             optim_wrapper (OptimWrapper, optional): Also gather the
@@ -334,11 +359,18 @@ class LocalPipelineParallel(nn.Module):
         with self.failures.guard():
             gather_state(self, optim_wrapper)
 
-    def release_foreign_state(self, optim_wrapper: Any) -> None:
-        """Drop the optimizer state of parameters of other stages (loaded
-        from a checkpoint, or gathered for one): this stage never uses it.
+    def release_foreign(self, optim_wrapper: Any = None) -> None:
+        """Release the other stages' parameters and buffers to the
+        ``meta`` device, and drop the optimizer state of their parameters
+        (loaded from a checkpoint, or gathered for one): this stage never
+        uses either. :meth:`train_step` calls it; it costs nothing when
+        there is nothing to release.
+
+        Args:
+            optim_wrapper (OptimWrapper, optional): The optimizer wrapper.
+                Defaults to None.
         """
-        release_foreign_state(self, optim_wrapper)
+        release_foreign(self, optim_wrapper)
 
     def close(self) -> None:
         """End the pipeline cleanly (every rank, when training ends): wait
