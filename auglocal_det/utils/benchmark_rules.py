@@ -17,6 +17,8 @@ from mmengine.config import Config
 
 from auglocal_det.errors import InputError, InputFileNotFoundError
 
+from .cfg_options import check_cfg_options
+from .config_types import check_switched_types
 from .optim_wrapper_types import AMP_WRAPPERS, LAYERWISE_WRAPPERS
 
 __all__ = ['RULE_CONFIGS', 'OPTIONS', 'RuleSpec', 'parse_rule', 'rule_configs']
@@ -167,7 +169,9 @@ def rule_configs(spec: RuleSpec,
         amp (bool): Use the AMP variant of the wrapper (bfloat16).
             Defaults to False.
         cfg_options (dict, optional): Overrides of every rule's config,
-            applied last. Defaults to None.
+            applied last; keys that lead nowhere in ``model`` or
+            ``optim_wrapper`` are refused (:func:`check_cfg_options`).
+            Defaults to None.
 
     Returns:
         tuple[dict, dict]: The two configs.
@@ -199,7 +203,17 @@ def rule_configs(spec: RuleSpec,
         wrapper['dtype'] = 'bfloat16'
     if cfg_options:
         merged = Config(dict(model=model, optim_wrapper=wrapper))
+        # as tools/train.py: a key that would change nothing is refused
+        for key in cfg_options:
+            if key.split('.')[0] not in ('model', 'optim_wrapper'):
+                raise InputError(
+                    f'--cfg-options {key}: the benchmark builds only the '
+                    "rules' model and optim_wrapper; set keys under "
+                    "'model.' or 'optim_wrapper.'")
+        scope = cfg.get('default_scope', None)
+        check_cfg_options(merged, cfg_options, scope)
         merged.merge_from_dict(cfg_options)
+        check_switched_types(merged, cfg_options, scope)
         model = merged.model.to_dict()
         wrapper = merged.optim_wrapper.to_dict()
     return model, wrapper

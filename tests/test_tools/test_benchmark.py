@@ -92,6 +92,25 @@ def test_rule_configs_follow_the_config_files():
     assert wrapper['optimizer']['lr'] == 0.5
 
 
+def test_cfg_options_checked_as_in_train():
+    """--cfg-options keeps spaces in values and refuses a key that would
+    change nothing, naming it, as tools/train.py does."""
+    args = benchmark.parse_args([
+        '--cfg-options', "model.backbone.init_cfg.checkpoint='my data/b.pth'",
+        'optim_wrapper.optimizer.lr=0.5'
+    ])
+    assert args.cfg_options == {
+        'model.backbone.init_cfg.checkpoint': 'my data/b.pth',
+        'optim_wrapper.optimizer.lr': 0.5
+    }
+    with pytest.raises(InputError, match='model.backbone.dpeth'):
+        rule_configs(parse_rule('bp', CONFIGS), 32,
+                     cfg_options={'model.backbone.dpeth': 18})
+    with pytest.raises(InputError, match='train_cfg.max_epochs'):
+        rule_configs(parse_rule('bp', CONFIGS), 32,
+                     cfg_options={'train_cfg.max_epochs': 1})
+
+
 def test_rule_wrapper_twins(tmp_path):
     """+plain, +lw and --amp switch the optimizer wrapper to its twins."""
     _, wrapper = rule_configs(
@@ -208,3 +227,24 @@ def test_interleaved_timing():
     for result in output['results']:
         assert len(result['time']['samples']) == 2
         assert result['memory']['peak_bytes'] > 0
+
+
+def test_loader_benchmark_refuses_misspelt_option():
+    """benchmark_loader.py checks --cfg-options as tools/train.py does and
+    says what is wrong in one error line, before building anything."""
+    import subprocess
+    import sys
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    proc = subprocess.run(
+        [
+            sys.executable, 'tools/analysis_tools/benchmark_loader.py',
+            'configs/auglocal_r34_imagenet.py', '--cfg-options',
+            'train_dataloader.batch_sizee=4'
+        ],
+        cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert 'Traceback' not in proc.stderr
+    line = proc.stderr.strip().splitlines()[0]
+    assert line.startswith(
+        'error: --cfg-options train_dataloader.batch_sizee'), line
+    assert 'did you mean batch_size' in line

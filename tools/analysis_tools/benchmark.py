@@ -49,7 +49,6 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-from mmengine.config import DictAction
 from mmengine.logging import MMLogger
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -64,6 +63,7 @@ from auglocal_det.utils.benchmark import (  # noqa: E402
     measure_rule,
     parse_rule,
 )
+from auglocal_det.utils.cli import CfgOptionsAction  # noqa: E402
 
 #: The rules measured when ``--rules`` is not given.
 DEFAULT_RULES = (
@@ -173,7 +173,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=CfgOptionsAction,
         help='override keys of every rule\'s "model" and "optim_wrapper" '
         'configs, e.g. model.backbone.norm_eval=True '
         'optim_wrapper.optimizer.lr=0.2')

@@ -25,11 +25,17 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import auglocal_det  # noqa: E402,F401  (registers the components)
+from auglocal_det.utils.cfg_options import check_cfg_options  # noqa: E402
+from auglocal_det.utils.cli import (  # noqa: E402
+    CfgOptionsAction,
+    run_with_clean_errors,
+)
+from auglocal_det.utils.config_types import check_switched_types  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -42,7 +48,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--num-batches', type=int, default=50)
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options', nargs='+', action=CfgOptionsAction,
         help='override settings of the config')
     return parser.parse_args()
 
@@ -51,7 +57,11 @@ def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
+        # as tools/train.py: a key that would change nothing is refused
+        scope = cfg.get('default_scope', None)
+        check_cfg_options(cfg, args.cfg_options, scope)
         cfg.merge_from_dict(args.cfg_options)
+        check_switched_types(cfg, args.cfg_options, scope)
     loader = cfg.train_dataloader
     loader.num_workers = args.num_workers
     loader.persistent_workers = args.num_workers > 0
@@ -85,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_with_clean_errors(main)
