@@ -233,6 +233,35 @@ def test_sequential_checkpoint_resumed_in_pipeline(sequential, data_root,
     assert resumed['metrics'] == sequential['metrics']
 
 
+def _best_job(rank: int, data_root: str, work_dir: str) -> dict:
+    """The pipelined job keeping only the best checkpoint: validation at
+    the end of the epoch (iteration 6) is not a checkpoint iteration."""
+    from auglocal_det.engine.runner import LocalRunner
+    cfg = job_config(data_root, work_dir, True)
+    cfg.default_hooks.checkpoint.update(
+        interval=4, save_last=False, save_best='accuracy/top1',
+        rule='greater')
+    LocalRunner.from_cfg(cfg).train()
+    return {}
+
+
+@pytest.mark.timeout(300)
+def test_pipeline_best_checkpoint_holds_the_whole_network(
+        sequential, data_root, tmp_path):
+    work_dir = str(tmp_path / 'best')
+    os.makedirs(work_dir)
+    run_gloo_processes(
+        functools.partial(_best_job, data_root=data_root,
+                          work_dir=work_dir), 2, work_dir)
+    ref = osp.join(sequential['work_dir'], f'iter_{MAX_ITERS}.pth')
+    best = load(work_dir, f'best_accuracy_top1_iter_{MAX_ITERS}.pth')
+    for name, value in load(*osp.split(ref))['state_dict'].items():
+        assert torch.equal(best['state_dict'][name], value), name
+    # MMEngine writes the iteration's full checkpoint again after a new
+    # best one (to record it)
+    assert_same_checkpoint(osp.join(work_dir, f'iter_{MAX_ITERS}.pth'), ref)
+
+
 class _SignalAt(Hook):
     """Send SIGUSR1 to this process after iteration ``at`` (1-based)."""
 

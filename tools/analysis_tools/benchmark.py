@@ -176,7 +176,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         action=CfgOptionsAction,
         help='override keys of every rule\'s "model" and "optim_wrapper" '
         'configs, e.g. model.backbone.norm_eval=True '
-        'optim_wrapper.optimizer.lr=0.2')
+        'optim_wrapper.optimizer.lr=0.2; each key must lead somewhere in '
+        'every rule measured')
     parser.add_argument('--worker-out', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.warmup < 1:

@@ -135,7 +135,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--memory-stages', type=int, nargs='+',
                         default=[2, 4, 8, 16], metavar='P')
     parser.add_argument('--out', help='write the results as JSON')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.memory_only and not set(args.modes) & {'a', 'b', 'c'}:
+        parser.error('--memory-only measures the memory of (a), (b) and '
+                     '(c): give at least one of them in --modes')
+    return args
 
 
 def model_config(args: argparse.Namespace) -> dict:

@@ -42,8 +42,9 @@ class LocalPipelineHook(Hook):
       replicas, gives the stages other than the first an empty loader (only
       the first stage of a replica reads data);
     - before every checkpoint that a ``CheckpointHook`` is about to write
-      and before the export at the end of training, copies the other
-      stages' weights and optimizer state to rank 0
+      (before every validation when it keeps the best checkpoint) and
+      before the export at the end of training, copies the other stages'
+      weights and optimizer state to rank 0
       (:meth:`LocalPipelineParallel.gather_state`; the pipeline's next
       iteration releases them);
     - before validation and at the end of training, receives the last
@@ -101,15 +102,19 @@ class LocalPipelineHook(Hook):
             return
         if any(h.by_epoch and (
                 h.every_n_epochs(runner, h.interval, h.save_begin) or
-                h.save_last and h.is_last_train_epoch(runner)) or
-               h.save_best is not None
+                h.save_last and h.is_last_train_epoch(runner))
                for h in self._checkpoint_hooks(runner)):
             pipe.gather_state(runner.optim_wrapper)
 
     def before_val_epoch(self, runner) -> None:
         pipe = self._pipeline(runner)
-        if pipe is not None:
-            pipe.drain_logs()
+        if pipe is None:
+            return
+        pipe.drain_logs()
+        # a best checkpoint is written after any validation, whichever loop
+        if any(h.save_best is not None
+               for h in self._checkpoint_hooks(runner)):
+            pipe.gather_state(runner.optim_wrapper)
 
     def after_train(self, runner) -> None:
         pipe = self._pipeline(runner)

@@ -1,7 +1,6 @@
 """The Runner the package's tools build."""
 from typing import Callable, Optional, Sequence, Tuple, Union
 
-from mmengine.dist import is_main_process
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import (
@@ -9,7 +8,6 @@ from mmengine.runner.checkpoint import (
     _load_checkpoint_to_model,
 )
 
-from auglocal_det.engine.model_wrappers import LocalPipelineParallel
 from auglocal_det.registry import RUNNERS
 
 from .checkpoint import safe_local_checkpoints
@@ -35,22 +33,6 @@ class LocalRunner(Runner):
     ``tools/train.py`` and ``tools/test.py`` build this runner unless the
     config names another one in ``runner_type``.
     """
-
-    def save_checkpoint(self, out_dir: str, filename: str, *args,
-                        **kwargs) -> None:
-        """Save a checkpoint as MMEngine does; under
-        ``LocalPipelineParallel`` only rank 0 builds it.
-
-        MMEngine builds the checkpoint on every rank and writes it on rank
-        0. A pipeline stage holds only its own modules (the others' tensors
-        are on the ``meta`` device, without data), and rank 0 holds the
-        whole network gathered before every checkpoint
-        (``LocalPipelineHook``), so the other ranks have nothing to add.
-        """
-        if isinstance(self.model, LocalPipelineParallel) and \
-                not is_main_process():
-            return
-        super().save_checkpoint(out_dir, filename, *args, **kwargs)
 
     def load_or_resume(self) -> None:
         """Resume or load ``load_from`` with the package's safe loader."""

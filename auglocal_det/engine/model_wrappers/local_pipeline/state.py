@@ -78,10 +78,14 @@ def release_foreign(pipe: Any, optim_wrapper: Optional[Any]) -> None:
     """
     if not pipe.holds_foreign:
         return
+    on_cuda = False
     with torch.no_grad():
         for tensor in pipe.foreign_tensors:
             if not tensor.is_meta:
+                on_cuda = on_cuda or tensor.is_cuda
                 _replace(tensor, torch.empty_like(tensor, device='meta'))
+    if on_cuda:  # give the freed weights back, not only to torch's cache
+        torch.cuda.empty_cache()
     if optim_wrapper is None:
         return
     pipe.holds_foreign = False

@@ -202,6 +202,8 @@ class LocalPipelineParallel(nn.Module):
         self.logs = LaggedLogs(self.messenger, self.stage, num_stages,
                                self.replica, self.max_in_flight)
         self._iteration = 0
+        #: (iteration, with optimizer state) of the last gather
+        self._gathered = (-1, False)
         if rank == 0:
             print_log(self.describe(), logger='current')
 
@@ -352,12 +354,19 @@ class LocalPipelineParallel(nn.Module):
         network (for a checkpoint or an export; the other stages' part in
         host memory until :meth:`release_foreign`). Call it on every rank.
 
+        Nothing is sent again when rank 0 already holds this iteration's
+        state (a last checkpoint, then the best one, then the export).
+
         Args:
             optim_wrapper (OptimWrapper, optional): Also gather the
                 optimizer state of its parameters. Defaults to None.
         """
+        last, with_optim = self._gathered
+        if last == self._iteration and (with_optim or optim_wrapper is None):
+            return  # the same decision on every rank
         with self.failures.guard():
             gather_state(self, optim_wrapper)
+        self._gathered = (self._iteration, optim_wrapper is not None)
 
     def release_foreign(self, optim_wrapper: Any = None) -> None:
         """Release the other stages' parameters and buffers to the
