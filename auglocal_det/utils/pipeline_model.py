@@ -5,7 +5,7 @@ It builds on the per-module FLOPs of
 own balancing, :func:`auglocal_det.engine.model_wrappers.balance_stages`.
 """
 import itertools
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -19,12 +19,14 @@ from auglocal_det.engine.profiling import module_profile, synthetic_batch
 from auglocal_det.utils.memory import LiveTensorTracker
 
 __all__ = [
-    'balance_stages', 'module_profile', 'predict_scaling', 'stage_memory'
+    'balance_stages', 'benchmark_sgd', 'module_profile', 'predict_scaling',
+    'stage_memory'
 ]
 
 
-def _sgd(params: List[nn.Parameter]) -> torch.optim.Optimizer:
-    """The pipeline benchmark's optimizer: SGD with Nesterov momentum."""
+def benchmark_sgd(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer of every case of the pipeline benchmark and of
+    :func:`stage_memory`: SGD with Nesterov momentum."""
     return torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True,
                            weight_decay=1e-4)
 
@@ -35,7 +37,7 @@ def stage_memory(model: nn.Module,
                  image_size: Optional[int] = None,
                  max_in_flight: int = 2,
                  optimizer: Callable[[List[nn.Parameter]],
-                                     torch.optim.Optimizer] = _sgd
+                                     torch.optim.Optimizer] = benchmark_sgd
                  ) -> List[Dict[str, Any]]:
     """Steady-state live-tensor peak of every stage of a pipeline.
 
@@ -62,7 +64,7 @@ def stage_memory(model: nn.Module,
         max_in_flight (int): The wrapper's ``max_in_flight``. Defaults
             to 2.
         optimizer (callable): Builds the optimizer of a stage's
-            parameters. Defaults to SGD with Nesterov momentum.
+            parameters. Defaults to :func:`benchmark_sgd`.
 
     Returns:
         list[dict]: Per stage: ``modules`` (first, last), ``params``
@@ -72,16 +74,13 @@ def stage_memory(model: nn.Module,
     """
     inputs, batch = synthetic_batch(model, batch_size, image_size)
     model.train()
+    with torch.no_grad():  # every module's output: a stage's input
+        outputs = [inputs] + list(model.forward_modules(inputs))
     stages, start = [], 0
     for size in sizes:
         modules = range(start, start + size)
         start += size
-        stage_input = inputs
-        if modules.start:
-            with torch.no_grad():
-                stage_input = list(
-                    model.forward_modules(inputs,
-                                          range(modules.start)))[-1]
+        stage_input = outputs[modules.start]
         parts = stage_parts(model, modules)
         params = [p for part in parts for p in part.parameters()]
         opt = optimizer(params)
@@ -96,8 +95,7 @@ def stage_memory(model: nn.Module,
                                 batch=batch, modules=modules)
         send = 0
         if modules.stop < model.num_modules:
-            with torch.no_grad():
-                out = list(model.forward_modules(stage_input, modules))[-1]
+            out = outputs[modules.stop]
             send = max_in_flight * out.numel() * out.element_size()
         report = tracker.report
         stages.append(

@@ -74,6 +74,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 from auglocal_det.utils.pipeline_model import (  # noqa: E402
     balance_stages,
+    benchmark_sgd,
     module_profile,
     predict_scaling,
 )
@@ -181,9 +182,7 @@ def make_batch(args: argparse.Namespace, num_classes: int) -> dict:
 def _optim_wrapper(model: Any) -> Any:
     """The optimizer of every case: SGD with Nesterov momentum."""
     from auglocal_det.engine.optim_wrappers import LocalOptimWrapper
-    return LocalOptimWrapper(
-        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
-                        nesterov=True, weight_decay=1e-4))
+    return LocalOptimWrapper(benchmark_sgd(model.parameters()))
 
 
 def _side_by_side(worker: Any, worker_args: tuple,
@@ -400,6 +399,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     environments = dict(
         time={key: None for key in RSS_ENV}, memory=dict(RSS_ENV))
     modes = [m for m in ('a', 'b', 'c', 'd', 'e') if m in args.modes]
+    if args.memory_only:  # (d) and (e) have no memory of their own
+        modes = [m for m in modes if m in ('a', 'b', 'c')]
     args.stage_balance = _stage_balance(args)
     results: Dict[str, Any] = dict(args=vars(args))
     for mode in modes:
@@ -443,8 +444,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
         # rounds interleave the cases, so that a change in the machine's
         # load hits all of them alike
-        if args.memory_only:
-            modes = [m for m in modes if m in ('a', 'b', 'c')]
         for _ in range(0 if args.memory_only else args.rounds):
             for mode in modes:
                 res = run(mode, 'time')
@@ -462,28 +461,21 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 _save(args, results)
         for mode in modes:
             res = results[mode]
-            if args.memory_only:
-                memory = run(mode, 'memory')
-                res['workers'] = [{
-                    k: w[k]
-                    for k in ('peak_rss_bytes', 'peak_live_bytes')
-                } for w in memory.get('workers', [memory])]
-                res.update({k: memory[k] for k in ('sizes',) if k in memory})
-                _save(args, results)
-                continue
-            res['images_per_s'] = statistics.median(res['rounds'])
-            if 'a' in results:  # ratios within a round, then the median
-                res['ratio_to_a'] = statistics.median(
-                    x / y for x, y in zip(res['rounds'],
-                                          results['a']['rounds']))
+            if not args.memory_only:
+                res['images_per_s'] = statistics.median(res['rounds'])
+                if 'a' in results:  # ratios within a round, the median
+                    res['ratio_to_a'] = statistics.median(
+                        x / y for x, y in zip(res['rounds'],
+                                              results['a']['rounds']))
             if mode in ('d', 'e'):
                 continue  # the memory of (a) twice, of (c)
             memory = run(mode, 'memory')
-            workers = memory.get('workers', [memory])
             res['workers'] = [{
                 k: w[k]
                 for k in ('peak_rss_bytes', 'peak_live_bytes')
-            } for w in workers]
+            } for w in memory.get('workers', [memory])]
+            if 'sizes' in memory:  # (c)'s stages, when not timed
+                res.setdefault('sizes', memory['sizes'])
             _save(args, results)
     if args.memory_only:
         report_memory(args, results)
@@ -498,7 +490,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 def report_memory(args: argparse.Namespace,
                   results: Dict[str, Any]) -> None:
     """Print the memory per worker of ``--memory-only``."""
-    mib = 2.**20
     print(f'{args.config or CONFIGS[args.arch]}, {args.image_size} px, '
           f'batch {args.batch_size}: steady-state memory per worker')
     for mode in ('a', 'b', 'c'):
@@ -509,9 +500,16 @@ def report_memory(args: argparse.Namespace,
         if 'sizes' in res:
             split = f' (stages of {", ".join(map(str, res["sizes"]))} ' \
                 'modules)'
-        print(f'({mode}){split}: ' + ', '.join(
-            f'live {w["peak_live_bytes"] / mib:.1f} MiB / RSS '
-            f'{w["peak_rss_bytes"] / mib:.0f} MiB' for w in res['workers']))
+        print(f'({mode}){split}: {_worker_memory(res, ".1f")}')
+
+
+def _worker_memory(res: Dict[str, Any], live_format: str = '.0f') -> str:
+    """The live tensors and peak RSS of every worker of a case."""
+    mib = 2.**20
+    return ', '.join(
+        f'live {w["peak_live_bytes"] / mib:{live_format}} MiB / RSS '
+        f'{w["peak_rss_bytes"] / mib:.0f} MiB'
+        for w in res.get('workers', []))
 
 
 def memory_model(args: argparse.Namespace,
@@ -595,7 +593,6 @@ def _save(args: argparse.Namespace, results: Dict[str, Any]) -> None:
 
 
 def report(args: argparse.Namespace, results: Dict[str, Any]) -> None:
-    mib = 2.**20
     name = args.config or CONFIGS[args.arch]
     print(f'AugLocal d={aux_depth(args)} ({name}), {args.image_size} px, '
           f'batch {args.batch_size}, {args.iters} timed iterations after '
@@ -610,10 +607,7 @@ def report(args: argparse.Namespace, results: Dict[str, Any]) -> None:
             continue
         res = results[mode]
         ratio = f'{res["ratio_to_a"]:.2f}x (a)' if base else ''
-        workers = res.get('workers', [])
-        memory = ', '.join(
-            f'live {w["peak_live_bytes"] / mib:.0f} MiB / RSS '
-            f'{w["peak_rss_bytes"] / mib:.0f} MiB' for w in workers)
+        memory = _worker_memory(res)
         memory = f'per worker: {memory}' if memory else ''
         spread = (f' ({min(res["rounds"]):.2f}-{max(res["rounds"]):.2f})'
                   if len(res.get('rounds', [])) > 1 else '')
