@@ -10,6 +10,7 @@ import importlib.util
 import os
 import os.path as osp
 import socket
+import subprocess
 import sys
 import types
 from typing import Callable, Dict, List
@@ -40,6 +41,55 @@ TINY_TEST_PIPELINE = [
 ]
 
 _MODEL_CACHE: Dict[str, nn.Module] = {}
+
+
+def loader_options(data_root: str, batch_size: int = 8) -> List[str]:
+    """``--cfg-options`` items that read every loader of a config from
+    ``data_root`` in the tool's own process."""
+    options = []
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        options += [
+            f'{loader}.batch_size={batch_size}', f'{loader}.num_workers=0',
+            f'{loader}.persistent_workers=False',
+            f'{loader}.pin_memory=False',
+            f'{loader}.dataset.data_root={data_root}'
+        ]
+    return options
+
+
+def run_train_tool(config: str, work_dir: str,
+                   *options: str) -> subprocess.CompletedProcess:
+    """``tools/train.py CONFIG --work-dir WORK_DIR --cfg-options
+    OPTIONS`` from the repository's root, as a user runs it."""
+    return subprocess.run(
+        [
+            sys.executable, 'tools/train.py', config, '--work-dir',
+            str(work_dir), '--cfg-options', *options
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def one_error_line(done: subprocess.CompletedProcess) -> str:
+    """The one ``error:`` line of a tool that failed on bad input
+    (exit status 1, no traceback)."""
+    assert done.returncode == 1
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith('error')]
+    assert len(errors) == 1 and 'Traceback' not in done.stderr
+    return errors[0]
+
+
+def tiny_auglocal_model(**overrides) -> dict:
+    """The config of the tests' tiny local model: AugLocal d = 2 on a
+    CIFAR ResNet-20 of base width 4 (K = 10 local modules), 4 classes at
+    16 x 16 pixels; ``overrides`` replace its top-level keys. Each call
+    returns a config of its own."""
+    return copy.deepcopy(dict(
+        dict(type='LocalImageClassifier',
+             backbone=dict(type='LocalCifarResNet', depth=20,
+                           base_channels=4),
+             aux_head=dict(type='AugLocalAuxHead', depth=2),
+             num_classes=4,
+             image_size=16), **overrides))
 
 
 #: The repository's root.

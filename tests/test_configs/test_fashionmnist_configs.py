@@ -2,11 +2,10 @@
 CIFAR ResNet-32 configs, and tools/train.py end to end on tiny IDX files."""
 import glob
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
+from common_utils import loader_options, one_error_line, run_train_tool
 from mmengine.config import Config
 
 from auglocal_det.registry import MODELS
@@ -104,20 +103,9 @@ def test_train_tool_on_generated_idx_files(tmp_path, compressed):
         'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1',
         'train_dataloader.dataset.num_per_class=2',
         'default_hooks.checkpoint.save_optimizer=False'
-    ]
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        options += [
-            f'{loader}.batch_size=8', f'{loader}.num_workers=0',
-            f'{loader}.persistent_workers=False',
-            f'{loader}.pin_memory=False', f'{loader}.dataset.data_root={data}'
-        ]
+    ] + loader_options(data)
     rule = 'auglocal-d2' if compressed else 'bp'
-    cmd = [
-        sys.executable, 'tools/train.py', _path(rule), '--work-dir',
-        str(work_dir), '--cfg-options', *options
-    ]
-    done = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = run_train_tool(_path(rule), work_dir, *options)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
     # 2 images of each of the 10 classes, batch 8: 3 iterations
@@ -133,18 +121,12 @@ def test_train_tool_truncated_file_is_one_line(tmp_path):
     write_fashion_mnist(str(data), num_train=20, num_test=4)
     images = data / 'train-images-idx3-ubyte.gz'
     images.write_bytes(images.read_bytes()[:200])
-    cmd = [
-        sys.executable, 'tools/train.py', _path('bp'), '--work-dir',
-        str(tmp_path / 'work'), '--cfg-options',
+    done = run_train_tool(
+        _path('bp'), tmp_path / 'work',
         f'train_dataloader.dataset.data_root={data}',
         'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False'
-    ]
-    done = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1
-    errors = [ln for ln in done.stderr.splitlines() if ln.startswith('error')]
-    assert len(errors) == 1 and 'Traceback' not in done.stderr
-    assert errors[0].startswith('error: FashionMNIST: cannot read')
-    assert str(images) in errors[0]
-    assert 'apt-get install dataset-fashion-mnist' in errors[0]
+        'train_dataloader.persistent_workers=False')
+    error = one_error_line(done)
+    assert error.startswith('error: FashionMNIST: cannot read')
+    assert str(images) in error
+    assert 'apt-get install dataset-fashion-mnist' in error

@@ -2,11 +2,10 @@
 auxiliary networks of appendix A.3, and tools/train.py end to end on tiny
 CIFAR-10 / SVHN / STL-10 files in their on-disk formats."""
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
+from common_utils import loader_options, one_error_line, run_train_tool
 from mmengine.config import Config
 
 from auglocal_det.models.aux_heads import auglocal_depth_list
@@ -261,19 +260,8 @@ def test_train_tool_on_generated_files(tmp_path, config, dataset_type):
         'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1',
         'default_hooks.checkpoint.save_optimizer=False',
         'param_scheduler.0.T_max=1', 'param_scheduler.0.end=1'
-    ]
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        options += [
-            f'{loader}.batch_size=8', f'{loader}.num_workers=0',
-            f'{loader}.persistent_workers=False',
-            f'{loader}.pin_memory=False', f'{loader}.dataset.data_root={data}'
-        ]
-    cmd = [
-        sys.executable, 'tools/train.py', f'configs/{config}', '--work-dir',
-        str(work_dir), '--cfg-options', *options
-    ]
-    done = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    ] + loader_options(data)
+    done = run_train_tool(f'configs/{config}', work_dir, *options)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
     assert 'Epoch(train) [1][2/2]' in log
@@ -285,18 +273,11 @@ def test_train_tool_on_generated_files(tmp_path, config, dataset_type):
 
 def test_train_tool_missing_data_is_one_line(tmp_path):
     missing = tmp_path / 'no_cifar'
-    cmd = [
-        sys.executable, 'tools/train.py', 'configs/bp/bp_r32_400e_cifar10.py',
-        '--work-dir',
-        str(tmp_path / 'work'), '--cfg-options',
+    done = run_train_tool(
+        'configs/bp/bp_r32_400e_cifar10.py', tmp_path / 'work',
         f'train_dataloader.dataset.data_root={missing}',
         'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False'
-    ]
-    done = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1
-    errors = [ln for ln in done.stderr.splitlines() if ln.startswith('error')]
-    assert len(errors) == 1 and 'Traceback' not in done.stderr
-    assert errors[0].startswith('error: CIFAR10: data root')
-    assert str(missing / 'cifar-10-batches-py' / 'data_batch_1') in errors[0]
+        'train_dataloader.persistent_workers=False')
+    error = one_error_line(done)
+    assert error.startswith('error: CIFAR10: data root')
+    assert str(missing / 'cifar-10-batches-py' / 'data_batch_1') in error

@@ -36,6 +36,7 @@ from common_utils import (
     make_batch,
     run_gloo_processes,
     sgd,
+    tiny_auglocal_model,
 )
 from mmengine.hooks import Hook
 
@@ -54,12 +55,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CLASSES = ('circle', 'cross', 'square', 'triangle')
 MAX_ITERS = 6  # one epoch of 24 images in batches of 4
 
-MODEL = dict(
-    type='LocalImageClassifier',
-    backbone=dict(type='LocalCifarResNet', depth=20, base_channels=4),
-    aux_head=dict(type='AugLocalAuxHead', depth=2),
-    num_classes=len(CLASSES),
-    image_size=16)
+MODEL = tiny_auglocal_model(num_classes=len(CLASSES))
 
 
 def job_config(data_root: str, work_dir: str, pipeline: bool,

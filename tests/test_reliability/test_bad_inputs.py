@@ -10,6 +10,7 @@ import os.path as osp
 
 import pytest
 import torch
+from common_utils import tiny_auglocal_model
 from PIL import Image
 from reliability_utils import run_train
 
@@ -150,14 +151,7 @@ def test_full_checkpoint_instead_of_exported_backbone(tmp_path):
 
 
 def _classifier(**kwargs):
-    cfg = dict(
-        type='LocalImageClassifier',
-        backbone=dict(type='LocalCifarResNet', depth=20, base_channels=4),
-        aux_head=dict(type='AugLocalAuxHead', depth=2),
-        num_classes=3,
-        image_size=16)
-    cfg.update(kwargs)
-    return MODELS.build(cfg)
+    return MODELS.build(tiny_auglocal_model(**{'num_classes': 3, **kwargs}))
 
 
 def test_aux_depth_larger_than_the_layers_that_follow():

@@ -1,6 +1,7 @@
 """Config mistakes that were tracebacks: an unregistered type name, and a
 type switched by ``--cfg-options`` over keys of the old type."""
 import pytest
+from common_utils import tiny_auglocal_model
 from mmengine.config import Config
 from reliability_utils import run_train
 
@@ -18,13 +19,7 @@ HEAD = dict(type='AugLocalAuxHead', depth=2)
 def _model_cfg() -> Config:
     return Config(
         dict(
-            model=dict(
-                type='LocalImageClassifier',
-                backbone=dict(
-                    type='LocalCifarResNet', depth=20, base_channels=4),
-                aux_head=dict(HEAD),
-                num_classes=3,
-                image_size=16)))
+            model=tiny_auglocal_model(aux_head=dict(HEAD), num_classes=3)))
 
 
 def _first_line(result) -> str:

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from common_utils import load_tool
+from common_utils import load_tool, tiny_auglocal_model
 from reliability_utils import ROOT, run_train, train_env
 
 from auglocal_det.engine.hooks import ExportBackboneHook
@@ -20,12 +20,7 @@ from auglocal_det.errors import InputError
 from auglocal_det.export import clean_interrupted_exports, export_checkpoint
 from auglocal_det.registry import MODELS
 
-TINY_MODEL = dict(
-    type='LocalImageClassifier',
-    backbone=dict(type='LocalCifarResNet', depth=20, base_channels=4),
-    aux_head=dict(type='AugLocalAuxHead', depth=2),
-    num_classes=4,
-    image_size=16)
+TINY_MODEL = tiny_auglocal_model()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import zlib
 
 import pytest
 import torch
-from common_utils import load_tool
+from common_utils import load_tool, tiny_auglocal_model
 from mmengine.config import Config
 from reliability_utils import ROOT, run_train, toy_runner, train_env
 
@@ -41,12 +41,7 @@ from auglocal_det.export import export_checkpoint
 from auglocal_det.models.backbones.pretrained import check_backbone_checkpoint
 from auglocal_det.registry import MODELS
 
-TINY_MODEL = dict(
-    type='LocalImageClassifier',
-    backbone=dict(type='LocalCifarResNet', depth=20, base_channels=4),
-    aux_head=dict(type='AugLocalAuxHead', depth=2),
-    num_classes=4,
-    image_size=16)
+TINY_MODEL = tiny_auglocal_model()
 
 
 class _Payload:

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import torch
+from common_utils import tiny_auglocal_model
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(ROOT, 'tools', 'analysis_tools', 'pipeline_benchmark.py')
@@ -144,11 +145,7 @@ def test_stage_memory_counts_on_meta_as_on_cpu():
     import auglocal_det  # noqa: F401
     from auglocal_det.registry import MODELS
     from auglocal_det.utils.pipeline_model import stage_memory
-    cfg = dict(
-        type='LocalImageClassifier',
-        backbone=dict(type='LocalCifarResNet', depth=20, base_channels=4),
-        aux_head=dict(type='AugLocalAuxHead', depth=2),
-        num_classes=4, image_size=16)
+    cfg = tiny_auglocal_model()
     counts = {}
     for device in ('cpu', 'meta'):
         with torch.device(device):
